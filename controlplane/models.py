@@ -1,0 +1,201 @@
+"""The control plane's data: who may call, under which rules, and what they did.
+
+No secret is stored here: Qontak tokens live in Vault (QontakCredential only points at them)
+and API keys are kept as HMAC digests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+RATE_PATTERN = r"^[1-9][0-9]*/[smhd]$"
+rate_validator = RegexValidator(
+    RATE_PATTERN, "Write a rate as COUNT/UNIT with UNIT one of s, m, h, d (e.g. 120/m)."
+)
+
+
+class Tenant(models.Model):
+    """One Qontak account, reached through the keys and credential that belong to it."""
+
+    slug = models.SlugField(unique=True, help_text="Stable identifier used by commands and Vault.")
+    name = models.CharField(max_length=200)
+    qontak_base_url = models.URLField(
+        blank=True,
+        help_text="Overrides QONTAK_BASE_URL for this tenant (e.g. a regional host). "
+        "Leave empty for the default.",
+    )
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive tenants' keys are refused with HTTP 401."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class QontakCredential(models.Model):
+    """Where a tenant's Qontak tokens live in Vault, and what we know about them (no secret)."""
+
+    class Status(models.TextChoices):
+        MISSING = "missing", "No refresh token stored"
+        VALID = "valid", "Valid"
+        NEEDS_REAUTHORIZATION = "needs_reauthorization", "Needs re-authorization in Qontak"
+        ERROR = "error", "Last refresh failed"
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="credential")
+    vault_mount = models.CharField(max_length=100)
+    vault_path = models.CharField(max_length=300, help_text="KV v2 path of the token secret.")
+    vault_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="KV version last written; used for check-and-set."
+    )
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.MISSING)
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    lock_nonce = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="Touched to take the row lock."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.vault_mount}/{self.vault_path}"
+
+
+class ApiKey(models.Model):
+    """A bearer key an assistant presents to /mcp; only its HMAC digest is stored."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    label = models.CharField(max_length=200, blank=True)
+    prefix = models.CharField(
+        max_length=16, unique=True, help_text="First characters of the key, safe to show."
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant.slug})"
+
+    @property
+    def is_usable(self) -> bool:
+        now = timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class RateLimitPolicy(models.Model):
+    """A rate for a tenant's calls, optionally for one tool and optionally counted per key."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rate_limits")
+    rate = models.CharField(max_length=20, validators=[rate_validator], help_text="e.g. 120/m")
+    tool = models.CharField(
+        max_length=100, blank=True, help_text="Limit only this tool; empty means all tools."
+    )
+    per_key = models.BooleanField(
+        default=False, help_text="Count each API key separately instead of the whole tenant."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "tool", "per_key"]
+        verbose_name = "rate limit policy"
+        verbose_name_plural = "rate limit policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "tool", "per_key"], name="one_rate_per_scope")
+        ]
+
+    def __str__(self) -> str:
+        scope = self.tool or "all tools"
+        return f"{self.tenant.slug}: {self.rate} ({scope}{', per key' if self.per_key else ''})"
+
+
+class ToolPolicy(models.Model):
+    """Allows or denies one tool (or every tool, `*`) for a tenant or for one of its keys."""
+
+    class Effect(models.TextChoices):
+        ALLOW = "allow", "Allow"
+        DENY = "deny", "Deny"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tool_policies")
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="tool_policies",
+        help_text="Applies to this key only; empty applies to every key of the tenant.",
+    )
+    tool = models.CharField(max_length=100, help_text="Tool name, or * for every tool.")
+    effect = models.CharField(max_length=8, choices=Effect.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "tool"]
+        verbose_name = "tool policy"
+        verbose_name_plural = "tool policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "api_key", "tool"],
+                name="one_tool_rule_per_key",
+                nulls_distinct=False,
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.effect} {self.tool}"
+
+    def clean(self) -> None:
+        if self.api_key is not None and self.api_key.tenant_id != self.tenant_id:
+            raise ValidationError({"api_key": "This key belongs to another tenant."})
+
+
+class ToolCall(models.Model):
+    """One row per tools/call, whatever its outcome; append-only."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        DENIED = "denied"
+        RATE_LIMITED = "rate_limited"
+        INVALID_INPUT = "invalid_input"
+        UPSTREAM_ERROR = "upstream_error"
+        UNAVAILABLE = "unavailable"
+        INTERNAL_ERROR = "internal_error"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="tool_calls")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    key_prefix = models.CharField(max_length=16)
+    tool = models.CharField(max_length=100, db_index=True)
+    arguments = models.JSONField(default=dict, help_text="Arguments with personal data redacted.")
+    arguments_digest = models.CharField(max_length=64, help_text="SHA-256 of the raw arguments.")
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, db_index=True)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    request_id = models.CharField(max_length=64)
+    message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.tool} {self.outcome}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("Tool call audit rows are append-only.")
+        super().save(*args, **kwargs)
