@@ -1,0 +1,150 @@
+"""The audit trail: one append-only ToolCall row per tools/call, whatever happened.
+
+Arguments are stored with personal and secret-looking values redacted, next to a SHA-256 of
+the raw arguments so two identical calls can still be matched. A failure to write a row is
+logged at ERROR and counted; it never fails the tool call that was already served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError
+
+from controlplane.models import ToolCall
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+# Keys whose values may carry personal data or secrets; matched as substrings, lowercase.
+SENSITIVE_KEY_PARTS = (
+    "name",
+    "email",
+    "phone",
+    "telephone",
+    "address",
+    "birth",
+    "token",
+    "secret",
+    "password",
+    "key",
+    "note",
+    "description",
+    "value",
+    "content",
+    "zipcode",
+    "city",
+    "income",
+    "customer",
+)
+
+audit_write_failures = 0
+
+
+def redact_arguments(value: Any, *, key: str = "") -> Any:
+    """A copy of `value` safe to keep: sensitive keys' scalar values become REDACTED."""
+    if isinstance(value, dict):
+        return {k: redact_arguments(v, key=str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_arguments(item, key=key) for item in value]
+    lowered = key.lower()
+    if lowered and any(part in lowered for part in SENSITIVE_KEY_PARTS) and value is not None:
+        return REDACTED
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "…"
+    return value
+
+
+def arguments_digest(arguments: Any) -> str:
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    tenant_id: int
+    api_key_id: int | None
+    key_prefix: str
+    tool: str
+    arguments: Any
+    outcome: str
+    upstream_status: int | None
+    latency_ms: float
+    request_id: str
+    message: str
+
+
+def tool_call_record(record: ToolCallRecord) -> ToolCall | None:
+    """Write the audit row; on a database failure log loudly, count it and return None."""
+    global audit_write_failures
+    try:
+        return ToolCall.objects.create(
+            tenant_id=record.tenant_id,
+            api_key_id=record.api_key_id,
+            key_prefix=record.key_prefix,
+            tool=record.tool[:100],
+            arguments=redact_arguments(record.arguments),
+            arguments_digest=arguments_digest(record.arguments),
+            outcome=record.outcome,
+            upstream_status=record.upstream_status,
+            latency_ms=record.latency_ms,
+            request_id=record.request_id,
+            message=record.message[:500],
+        )
+    except DatabaseError:
+        audit_write_failures += 1
+        logger.exception(
+            "audit_write_failed tenant=%s tool=%s outcome=%s request_id=%s failures=%s",
+            record.tenant_id,
+            record.tool,
+            record.outcome,
+            record.request_id,
+            audit_write_failures,
+        )
+        return None
+
+
+EXPORT_FIELDS = (
+    "created_at",
+    "tenant",
+    "key_prefix",
+    "tool",
+    "outcome",
+    "upstream_status",
+    "latency_ms",
+    "request_id",
+    "arguments_digest",
+    "arguments",
+    "message",
+)
+
+
+def tool_calls_export_rows(
+    *, tenant_slug: str | None = None, since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Audit rows, oldest first, streamed from the database in chunks."""
+    queryset = ToolCall.objects.select_related("tenant").order_by("created_at", "pk")
+    if tenant_slug:
+        queryset = queryset.filter(tenant__slug=tenant_slug)
+    if since:
+        queryset = queryset.filter(created_at__gte=since)
+    for call in queryset.iterator(chunk_size=2000):
+        yield {
+            "created_at": call.created_at.isoformat(),
+            "tenant": call.tenant.slug,
+            "key_prefix": call.key_prefix,
+            "tool": call.tool,
+            "outcome": call.outcome,
+            "upstream_status": call.upstream_status,
+            "latency_ms": round(call.latency_ms, 3),
+            "request_id": call.request_id,
+            "arguments_digest": call.arguments_digest,
+            "arguments": call.arguments,
+            "message": call.message,
+        }

@@ -1,0 +1,105 @@
+"""Services for tenants and their API keys: the write side the admin and commands share."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane import vault
+from controlplane.errors import InvalidInput, TenantNotFound
+from controlplane.models import ApiKey, QontakCredential, Tenant
+
+API_KEY_SCHEME = "qmcp_"
+PREFIX_LENGTH = len(API_KEY_SCHEME) + 8
+LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
+
+
+def tenant_get(*, slug: str) -> Tenant:
+    try:
+        return Tenant.objects.get(slug=slug)
+    except Tenant.DoesNotExist:
+        raise TenantNotFound(
+            f"no tenant '{slug}': list tenants in the admin or create it with create_tenant"
+        ) from None
+
+
+@transaction.atomic
+def tenant_create(*, slug: str, name: str = "", qontak_base_url: str = "") -> Tenant:
+    """Create a tenant and its (empty) Vault credential reference."""
+    if Tenant.objects.filter(slug=slug).exists():
+        raise InvalidInput(f"tenant '{slug}' already exists")
+    tenant = Tenant(slug=slug, name=name or slug, qontak_base_url=qontak_base_url)
+    tenant.full_clean()
+    tenant.save()
+    QontakCredential.objects.create(
+        tenant=tenant,
+        vault_mount=settings.VAULT_KV_MOUNT,
+        vault_path=vault.tenant_secret_path(slug),
+    )
+    return tenant
+
+
+def tenant_qontak_base_url(tenant: Tenant) -> str:
+    return tenant.qontak_base_url or settings.QONTAK_BASE_URL
+
+
+def api_key_digest(key: str) -> str:
+    """HMAC-SHA256 of a key with the server-side pepper: a database leak reveals no key."""
+    return hmac.new(settings.API_KEY_PEPPER.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    key: str
+
+    def __repr__(self) -> str:
+        return f"IssuedKey(prefix={self.api_key.prefix})"
+
+
+def api_key_issue(*, tenant: Tenant, label: str = "") -> IssuedKey:
+    """Create a key; the clear value exists only in the returned object, shown once."""
+    key = API_KEY_SCHEME + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        tenant=tenant, label=label, prefix=key[:PREFIX_LENGTH], digest=api_key_digest(key)
+    )
+    return IssuedKey(api_key=api_key, key=key)
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    try:
+        api_key = ApiKey.objects.select_related("tenant").get(prefix=prefix)
+    except ApiKey.DoesNotExist:
+        raise InvalidInput(f"no API key with prefix '{prefix}'") from None
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """The usable key matching `key`, with its tenant; None for unknown, revoked or expired.
+
+    last_used_at is written at most once a minute per key so a busy key does not turn every
+    call into a database write.
+    """
+    if not key.startswith(API_KEY_SCHEME) or len(key) > 200:
+        return None
+    try:
+        api_key = ApiKey.objects.select_related("tenant").get(digest=api_key_digest(key))
+    except ApiKey.DoesNotExist:
+        return None
+    if not api_key.is_usable or not api_key.tenant.is_active:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_WRITE_INTERVAL:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

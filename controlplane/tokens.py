@@ -1,0 +1,251 @@
+"""A valid Qontak access token for a tenant, refreshed once however many callers need it.
+
+Warm path: an in-process cache answers without touching Vault. Cold path (first use, near
+expiry, or a 401 from Qontak): one caller per process takes a per-tenant thread lock, then the
+cross-process lock (Redis when REDIS_URL is set, otherwise a row lock on QontakCredential),
+re-reads Vault (another worker may have refreshed already) and only then calls Qontak. The
+rotated refresh token is written to Vault with check-and-set before the new access token is
+handed out, because Qontak has already invalidated the old one.
+
+All functions here block; call them through sync_to_async from the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane import qontak_oauth, vault
+from controlplane.errors import (
+    CredentialMissing,
+    CredentialUnavailable,
+    ReauthorizationRequired,
+    UpstreamError,
+)
+from controlplane.models import QontakCredential, Tenant
+from controlplane.tenants import tenant_qontak_base_url
+
+logger = logging.getLogger(__name__)
+
+MAX_REFRESH_MARGIN = 300.0
+REFRESH_MARGIN_SHARE = 0.1
+LOCK_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    access_token: str
+    expires_at: float
+    refresh_at: float
+
+    def __repr__(self) -> str:
+        return f"CachedToken(expires_at={self.expires_at})"
+
+
+_cache: dict[str, CachedToken] = {}
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def refresh_margin(lifetime: float) -> float:
+    """Refresh this long before expiry: 10% of the lifetime, at most five minutes."""
+    return min(max(lifetime, 0.0) * REFRESH_MARGIN_SHARE, MAX_REFRESH_MARGIN)
+
+
+def _cache_entry(access_token: str, issued_at: float, expires_at: float) -> CachedToken:
+    return CachedToken(
+        access_token=access_token,
+        expires_at=expires_at,
+        refresh_at=expires_at - refresh_margin(expires_at - issued_at),
+    )
+
+
+def cached_access_token(slug: str) -> str | None:
+    """The cached token when it is still fresh; no I/O, safe on the event loop."""
+    entry = _cache.get(slug)
+    if entry is not None and time.time() < entry.refresh_at:
+        return entry.access_token
+    return None
+
+
+def cached_token_still_valid(slug: str) -> str | None:
+    """The cached token even inside its refresh margin, as long as it has not expired.
+
+    Used when Vault is unreachable: an access token that still works is better than an error.
+    """
+    entry = _cache.get(slug)
+    if entry is not None and time.time() < entry.expires_at:
+        return entry.access_token
+    return None
+
+
+def forget_cached_tokens() -> None:
+    _cache.clear()
+
+
+def _process_lock(slug: str) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(slug, threading.Lock())
+
+
+@contextmanager
+def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
+    """Serialize refreshes of one tenant across every process and host."""
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        lock = client.lock(
+            f"qmcp:token-refresh:{tenant.slug}",
+            timeout=LOCK_TIMEOUT,
+            blocking_timeout=LOCK_TIMEOUT,
+        )
+        if not lock.acquire():
+            raise CredentialUnavailable("timed out waiting for another token refresh to finish")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                logger.warning("token refresh lock for %s expired before release", tenant.slug)
+        return
+    with transaction.atomic():
+        # Writing the row takes SQLite's write lock; on PostgreSQL it is a row lock too.
+        QontakCredential.objects.select_for_update().filter(tenant=tenant).update(
+            lock_nonce=str(time.monotonic_ns())
+        )
+        yield
+
+
+def _record_success(tenant: Tenant, *, version: int, expires_at: float) -> None:
+    QontakCredential.objects.filter(tenant=tenant).update(
+        vault_version=version,
+        status=QontakCredential.Status.VALID,
+        access_token_expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
+        last_refreshed_at=timezone.now(),
+        last_error="",
+        updated_at=timezone.now(),
+    )
+
+
+def _record_failure(tenant: Tenant, error: Exception) -> None:
+    status = (
+        QontakCredential.Status.NEEDS_REAUTHORIZATION
+        if isinstance(error, ReauthorizationRequired)
+        else QontakCredential.Status.ERROR
+    )
+    QontakCredential.objects.filter(tenant=tenant).update(
+        status=status, last_error=str(error)[:500], updated_at=timezone.now()
+    )
+
+
+def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
+    grant = qontak_oauth.request_refresh_grant(
+        base_url=tenant_qontak_base_url(tenant), refresh_token=secret.refresh_token
+    )
+    try:
+        version = vault.write_tenant_secret(
+            tenant.slug,
+            refresh_token=grant.refresh_token,
+            access_token=grant.access_token,
+            issued_at=grant.issued_at,
+            expires_at=grant.expires_at,
+            cas=secret.version,
+        )
+    except CredentialUnavailable:
+        logger.critical(
+            "token_refresh_unsaved tenant=%s: Qontak rotated the refresh token but Vault did "
+            "not store it; the tenant may need re-authorization",
+            tenant.slug,
+        )
+        raise
+    _record_success(tenant, version=version, expires_at=grant.expires_at)
+    logger.info("token_refreshed tenant=%s version=%s", tenant.slug, version)
+    entry = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
+    _cache[tenant.slug] = entry
+    return entry
+
+
+def _secret_needs_refresh(secret: vault.TenantSecret, stale_token: str | None) -> bool:
+    if not secret.access_token or secret.access_token == stale_token:
+        return True
+    return time.time() >= secret.expires_at - refresh_margin(secret.expires_at - secret.issued_at)
+
+
+def access_token_for(*, tenant: Tenant, stale_token: str | None = None, force: bool = False) -> str:
+    """A usable access token; refreshes (once, across processes) when needed.
+
+    `stale_token` is a token Qontak just rejected with 401: it will not be returned again.
+    Raises CredentialMissing, CredentialUnavailable, ReauthorizationRequired or UpstreamError.
+    """
+    if not force:
+        cached = cached_access_token(tenant.slug)
+        if cached is not None and cached != stale_token:
+            return cached
+    with _process_lock(tenant.slug):
+        if not force:
+            cached = cached_access_token(tenant.slug)
+            if cached is not None and cached != stale_token:
+                return cached
+        try:
+            with _shared_refresh_lock(tenant):
+                secret = vault.read_tenant_secret(tenant.slug)
+                if secret is None or not secret.refresh_token:
+                    raise CredentialMissing(
+                        f"no Qontak refresh token stored for tenant '{tenant.slug}': run "
+                        f"`manage.py set_refresh_token {tenant.slug}`"
+                    )
+                if not force and not _secret_needs_refresh(secret, stale_token):
+                    entry = _cache_entry(secret.access_token, secret.issued_at, secret.expires_at)
+                    _cache[tenant.slug] = entry
+                    return entry.access_token
+                return _refresh_locked(tenant, secret).access_token
+        except (ReauthorizationRequired, UpstreamError) as exc:
+            _record_failure(tenant, exc)
+            logger.warning("token_refresh_failed tenant=%s reason=%s", tenant.slug, exc)
+            raise
+
+
+def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
+    """Validate a refresh token with one grant, then keep the rotated result in Vault.
+
+    The token given is consumed by the validation (Qontak rotates it), so what Vault stores is
+    the token Qontak returned, written before the grant's access token is used.
+    """
+    refresh_token = refresh_token.strip()
+    if not refresh_token:
+        from controlplane.errors import InvalidInput
+
+        raise InvalidInput("the refresh token is empty: paste it on standard input")
+    with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
+        current = vault.read_tenant_secret(tenant.slug)
+        try:
+            grant = qontak_oauth.request_refresh_grant(
+                base_url=tenant_qontak_base_url(tenant), refresh_token=refresh_token
+            )
+        except ReauthorizationRequired as exc:
+            raise ReauthorizationRequired(
+                "Qontak rejected this refresh token (invalid_grant): it was already used or "
+                "revoked. Generate a new one in Qontak and try again."
+            ) from exc
+        version = vault.write_tenant_secret(
+            tenant.slug,
+            refresh_token=grant.refresh_token,
+            access_token=grant.access_token,
+            issued_at=grant.issued_at,
+            expires_at=grant.expires_at,
+            cas=current.version if current else 0,
+        )
+        _record_success(tenant, version=version, expires_at=grant.expires_at)
+        _cache[tenant.slug] = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
+    logger.info("token_stored tenant=%s version=%s", tenant.slug, version)
