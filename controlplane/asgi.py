@@ -1,0 +1,60 @@
+"""The one ASGI application: lifespan, exactly /mcp, websockets, and Django for the rest.
+
+Channels has no lifespan support, and the MCP SDK's session manager must run for the life of
+the process, so lifespan is handled here before anything is routed.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+
+from starlette.types import Receive, Scope, Send
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.asgi import get_asgi_application
+
+django_http = get_asgi_application()
+if settings.SERVE_STATIC:
+    django_http = ASGIStaticFilesHandler(django_http)
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
+
+from controlplane.routing import websocket_urlpatterns  # noqa: E402
+from mcpserver.server import lifespan, mcp_endpoint  # noqa: E402
+
+MCP_PATH = "/mcp"
+
+websockets = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+
+async def _serve_lifespan(receive: Receive, send: Send) -> None:
+    stack = AsyncExitStack()
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await stack.enter_async_context(lifespan())
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await stack.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"] == MCP_PATH:
+        await mcp_endpoint(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await websockets(scope, receive, send)
+    else:
+        await django_http(scope, receive, send)  # type: ignore[arg-type]

@@ -1,0 +1,186 @@
+"""The MCP endpoint: bearer-key authentication in front of the SDK's streamable HTTP transport.
+
+Stateless and JSON-only, so any worker can answer any request; the SDK routes each request to
+the 2025-11-25 (initialize handshake) or 2026-07-28 (per-request) protocol era from its
+MCP-Protocol-Version header. The SDK's session manager must be running (see `lifespan`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+from channels.db import database_sync_to_async
+from django.conf import settings
+from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import Receive, Scope, Send
+
+from controlplane.tenants import api_key_authenticate
+from mcpserver import pipeline
+from mcpserver.qontak.client import close_client
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "qontak-mcp-controlplane"
+CALLER_STATE_KEY = "qontak_caller"
+REQUEST_ID_STATE_KEY = "request_id"
+
+
+def _caller(ctx: ServerRequestContext[Any]) -> pipeline.Caller:
+    request = ctx.request
+    if request is None:  # only over HTTP: the middleware below has authenticated the key
+        raise RuntimeError("the MCP endpoint is only served over HTTP")
+    caller: pipeline.Caller = request.scope["state"][CALLER_STATE_KEY]
+    return caller
+
+
+def _request_id(ctx: ServerRequestContext[Any]) -> str:
+    request = ctx.request
+    return str(request.scope["state"].get(REQUEST_ID_STATE_KEY, "")) if request else ""
+
+
+async def list_tools(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    tools = await pipeline.visible_tools(_caller(ctx))
+    return types.ListToolsResult(
+        tools=[
+            types.Tool(
+                name=endpoint.name,
+                description=endpoint.description,
+                input_schema=endpoint.input_model.model_json_schema(),
+                output_schema=endpoint.output_schema,
+                annotations=endpoint.annotations,
+            )
+            for endpoint in tools
+        ]
+    )
+
+
+async def call_tool(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    result = await pipeline.run_tool_call(
+        _caller(ctx), params.name, params.arguments, _request_id(ctx)
+    )
+    return types.CallToolResult(
+        content=[types.TextContent(text=result.text)],
+        structured_content=result.structured,
+        is_error=result.is_error,
+    )
+
+
+def _transport_security() -> TransportSecuritySettings:
+    """Host/Origin checks that agree with Django's ALLOWED_HOSTS."""
+    hosts = list(settings.ALLOWED_HOSTS)
+    if "*" in hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    allowed_hosts = [pattern for host in hosts for pattern in (host, f"{host}:*")]
+    origins = [f"{scheme}://{pattern}" for scheme in ("http", "https") for pattern in allowed_hosts]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=origins,
+    )
+
+
+mcp_server: Server[Any] = Server(
+    SERVER_NAME,
+    version="0.1.0",
+    instructions=(
+        "Tools for one Qontak CRM account. The account is fixed by your API key. "
+        "Read templates (get_*_template) before creating records with custom fields."
+    ),
+    on_list_tools=list_tools,
+    on_call_tool=call_tool,
+    # Our schemas carry no x-mcp-header annotations: skip the SDK's per-call tools/list.
+    get_tool_input_schema=lambda name: None,
+)
+
+session_manager = StreamableHTTPSessionManager(
+    app=mcp_server,
+    json_response=True,
+    stateless=True,
+    security_settings=_transport_security(),
+    max_request_body_size=settings.MCP_MAX_BODY_BYTES,
+)
+
+
+@asynccontextmanager
+async def lifespan() -> AsyncIterator[None]:
+    """Run the SDK's session manager for the life of the process; close the HTTP pool after."""
+    async with session_manager.run():
+        try:
+            yield
+        finally:
+            await close_client()
+
+
+async def _reject_unauthenticated(send: Send, reason: str) -> None:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32001, "message": f"Unauthorized: {reason}"},
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (
+                    b"www-authenticate",
+                    b'Bearer realm="qontak-mcp", error="invalid_token", '
+                    b'error_description="' + reason.encode() + b'"',
+                ),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and key.strip():
+                return key.strip()
+    return None
+
+
+def _request_id_from(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")[:64]
+            if candidate.replace("-", "").isalnum():
+                return candidate
+    return uuid.uuid4().hex
+
+
+async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
+    key = _bearer_key(scope)
+    if key is None:
+        logger.info("auth_failed reason=missing_key path=%s", scope.get("path"))
+        await _reject_unauthenticated(send, "send Authorization: Bearer <API key>")
+        return
+    api_key = await database_sync_to_async(api_key_authenticate)(key=key)
+    if api_key is None:
+        logger.info("auth_failed reason=unknown_or_revoked_key")
+        await _reject_unauthenticated(send, "the API key is unknown, revoked or expired")
+        return
+    state = scope.setdefault("state", {})
+    state[CALLER_STATE_KEY] = pipeline.Caller(
+        api_key_id=api_key.pk, key_prefix=api_key.prefix, tenant=api_key.tenant
+    )
+    state[REQUEST_ID_STATE_KEY] = _request_id_from(scope)
+    await session_manager.handle_request(scope, receive, send)
