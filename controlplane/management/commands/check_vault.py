@@ -1,0 +1,52 @@
+"""Check Vault: reachability, authentication, KV mount, and each tenant's secret."""
+
+from typing import Any
+
+from controlplane import vault
+from controlplane.errors import CredentialUnavailable
+from controlplane.management.service_command import ServiceCommand
+from controlplane.models import Tenant
+
+
+class Command(ServiceCommand):
+    help = "Report Vault reachability, auth, KV v2 mount and per-tenant secret presence."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django.conf import settings
+
+        status = vault.vault_status()
+        rows = [
+            ("address", settings.VAULT_ADDR, True),
+            ("reachable", "yes" if status.reachable else "no", status.reachable),
+            ("authenticated", "yes" if status.authenticated else "no", status.authenticated),
+            (
+                f"mount {settings.VAULT_KV_MOUNT}",
+                "kv v2" if status.mount_ok else "missing",
+                status.mount_ok,
+            ),
+        ]
+        failed = not (status.reachable and status.authenticated and status.mount_ok)
+        if not failed:
+            for tenant in Tenant.objects.order_by("slug"):
+                try:
+                    secret = vault.read_tenant_secret(tenant.slug)
+                except CredentialUnavailable as exc:
+                    rows.append((f"tenant {tenant.slug}", str(exc), False))
+                    failed = True
+                    continue
+                present = secret is not None and bool(secret.refresh_token)
+                rows.append(
+                    (
+                        f"tenant {tenant.slug}",
+                        f"secret present (version {secret.version})"
+                        if present and secret
+                        else "no refresh token: run set_refresh_token",
+                        present,
+                    )
+                )
+        for label, value, ok in rows:
+            style = self.style.SUCCESS if ok else self.style.ERROR
+            self.stdout.write(f"{label:<28} {style(value)}")
+        if failed:
+            self.stderr.write(status.detail)
+            raise SystemExit(1)

@@ -1,0 +1,36 @@
+"""Store a tenant's Qontak refresh token in Vault, read from standard input.
+
+The token is never an argument (it would land in shell history and `ps`) and never echoed.
+It is validated with one refresh grant first; Qontak rotates it, so Vault keeps the new one.
+"""
+
+import getpass
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from controlplane.management.service_command import ServiceCommand
+from controlplane.tenants import tenant_get
+from controlplane.tokens import store_refresh_token
+
+
+class Command(ServiceCommand):
+    help = "Read SLUG's Qontak refresh token from stdin, validate it, store it in Vault."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("slug")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant = tenant_get(slug=options["slug"])
+        if sys.stdin.isatty():
+            token = getpass.getpass("Qontak refresh token (input hidden): ")
+        else:
+            token = sys.stdin.readline()
+        if not token.strip():
+            raise CommandError("no refresh token on standard input")
+        store_refresh_token(tenant=tenant, refresh_token=token)
+        self.stdout.write(
+            self.style.SUCCESS(f"Stored a validated refresh token for {tenant.slug} in Vault")
+        )

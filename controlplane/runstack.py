@@ -1,0 +1,123 @@
+"""`make run`: the control plane on its embedded defaults, with a working demo tenant.
+
+Starts OpenBao (unless VAULT_ADDR is set) and the Qontak simulator (unless QONTAK_BASE_URL
+is set), migrates, creates an admin login and a demo tenant whose refresh token is stored in
+Vault, issues a demo API key, prints all of it, and serves the ASGI app with uvicorn.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from controlplane.devstack import (
+    ManagedProcess,
+    create_simulator_account,
+    port_is_free,
+    start_openbao,
+    start_simulator,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOG_DIR = BASE_DIR / ".run"
+DEMO_SLUG = "demo"
+
+
+def _preferred_port(port: int) -> int | None:
+    return port if port_is_free(port) else None
+
+
+def _start_dependencies() -> tuple[list[ManagedProcess], bool]:
+    started: list[ManagedProcess] = []
+    if not os.environ.get("VAULT_ADDR"):
+        print("Starting OpenBao dev server (in memory) ...", flush=True)
+        bao = start_openbao(LOG_DIR, port=_preferred_port(8200))
+        started.append(bao)
+        os.environ["VAULT_ADDR"] = bao.url
+        os.environ["VAULT_TOKEN"] = bao.extra["token"]
+    uses_simulator = not os.environ.get("QONTAK_BASE_URL")
+    if uses_simulator:
+        print("Starting the Qontak simulator ...", flush=True)
+        simulator = start_simulator(LOG_DIR, port=_preferred_port(8100))
+        started.append(simulator)
+        os.environ["QONTAK_BASE_URL"] = simulator.url
+    return started, uses_simulator
+
+
+def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
+    """Admin login and a demo tenant with a key; returns (admin password, API key)."""
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from controlplane import tenants, tokens
+
+    call_command("migrate", verbosity=0, interactive=False)
+    password = secrets.token_urlsafe(12)
+    user_model = get_user_model()
+    admin, _ = user_model.objects.get_or_create(
+        username="admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    admin.set_password(password)
+    admin.save()
+
+    try:
+        tenant = tenants.tenant_get(slug=DEMO_SLUG)
+    except tenants.TenantNotFound:
+        tenant = tenants.tenant_create(slug=DEMO_SLUG, name="Demo (Qontak simulator)")
+    if uses_simulator:
+        refresh_token = create_simulator_account(settings.QONTAK_BASE_URL, DEMO_SLUG)
+        tokens.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
+    else:
+        print(
+            f"QONTAK_BASE_URL is set: store the demo tenant's token with\n"
+            f"  python manage.py set_refresh_token {DEMO_SLUG}"
+        )
+    issued = tenants.api_key_issue(tenant=tenant, label="make run demo")
+    return password, issued.key
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    started, uses_simulator = _start_dependencies()
+    try:
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        password, key = _seed_demo(uses_simulator)
+        base = f"http://{settings.RUN_HOST}:{settings.RUN_PORT}"
+        print(
+            "\n".join(
+                [
+                    "",
+                    "Qontak MCP control plane is starting.",
+                    f"  Admin:        {base}/admin/   login: admin / {password}",
+                    f"  MCP endpoint: {base}/mcp",
+                    f"  Demo API key: {key}",
+                    f"  Health:       {base}/healthz",
+                    f"  Vault:        {settings.VAULT_ADDR}",
+                    f"  Qontak:       {settings.QONTAK_BASE_URL}",
+                    "  Stop with Ctrl-C.",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
+        import uvicorn
+
+        uvicorn.run(
+            "controlplane.asgi:application",
+            host=settings.RUN_HOST,
+            port=settings.RUN_PORT,
+            lifespan="on",
+        )
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+if __name__ == "__main__":
+    main()
