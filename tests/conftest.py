@@ -1,0 +1,212 @@
+"""Session fixtures that start the real parts: OpenBao, the Qontak simulator, uvicorn.
+
+Every server listens on a free loopback port and is stopped at the end of the session. The
+control plane under test runs in its own uvicorn process against the test database, so tests
+that talk to it use transactional_db (rows must be committed to be seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import httpx2
+import pytest
+from django.conf import settings
+from django.db import connection
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from controlplane import policies, tenants, tokens, vault
+from controlplane.devstack import (
+    ManagedProcess,
+    create_simulator_account,
+    free_port,
+    start_openbao,
+    start_simulator,
+    wait_until_ready,
+)
+
+T = TypeVar("T")
+
+# The official client's two ways in: the 2025-11-25 handshake era and the 2026-07-28 era.
+ERAS = {"2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def required_services_reachable() -> None:
+    """With REDIS_URL set, Redis must answer: an unreachable service fails the run."""
+    if settings.REDIS_URL:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3).ping()
+        except redis.RedisError as exc:
+            pytest.fail(f"REDIS_URL is set but Redis is unreachable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def openbao(log_dir: Path) -> Iterator[ManagedProcess]:
+    server = start_openbao(log_dir)
+    settings.VAULT_ADDR = server.url
+    settings.VAULT_TOKEN = server.extra["token"]
+    vault.reset_client()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator(log_dir: Path) -> Iterator[ManagedProcess]:
+    server = start_simulator(log_dir)
+    settings.QONTAK_BASE_URL = server.url
+    yield server
+    server.stop()
+
+
+def _test_database_url() -> str:
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    auth = params["USER"] + (f":{params['PASSWORD']}" if params["PASSWORD"] else "")
+    host = f"{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}"
+    return f"postgres://{auth}@{host}/{params['NAME']}"
+
+
+@dataclass
+class ControlPlaneServer:
+    url: str
+    process: ManagedProcess
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.url}/mcp"
+
+    def log_text(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
+
+
+def start_control_plane(
+    log_dir: Path, openbao: ManagedProcess, simulator: ManagedProcess, workers: int = 1
+) -> ControlPlaneServer:
+    port = free_port()
+    env = {
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "DATABASE_URL": _test_database_url(),
+        "VAULT_ADDR": openbao.url,
+        "VAULT_TOKEN": openbao.extra["token"],
+        "QONTAK_BASE_URL": simulator.url,
+        "POLICY_CACHE_SECONDS": str(settings.POLICY_CACHE_SECONDS),
+        "LOG_LEVEL": "DEBUG",
+    }
+    name = f"controlplane-{port}"
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "controlplane.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--lifespan",
+                "on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+    managed = ManagedProcess(name, f"http://127.0.0.1:{port}", process, log_path)
+    wait_until_ready(managed, f"{managed.url}/healthz")
+    return ControlPlaneServer(url=managed.url, process=managed)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    log_dir: Path,
+    openbao: ManagedProcess,
+    simulator: ManagedProcess,
+) -> Iterator[ControlPlaneServer]:
+    with django_db_blocker.unblock():
+        server = start_control_plane(log_dir, openbao, simulator)
+    yield server
+    server.process.stop()
+
+
+@dataclass
+class TenantWithKey:
+    tenant: Any
+    key: str
+    account: str
+
+
+@pytest.fixture
+def make_tenant(
+    transactional_db: None, openbao: ManagedProcess, simulator: ManagedProcess
+) -> Callable[..., TenantWithKey]:
+    """A tenant with its own simulator account, a refresh token in Vault and an API key."""
+
+    def make(prefix: str = "t") -> TenantWithKey:
+        slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        tenant = tenants.tenant_create(slug=slug, qontak_base_url=simulator.url)
+        refresh_token = create_simulator_account(simulator.url, slug)
+        tokens.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
+        issued = tenants.api_key_issue(tenant=tenant, label="test")
+        return TenantWithKey(tenant=tenant, key=issued.key, account=slug)
+
+    yield make
+    tokens.forget_cached_tokens()
+    policies.forget_cached_policies()
+
+
+@asynccontextmanager
+async def mcp_client(url: str, key: str | None, era: str) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=ERAS[era]) as client,
+    ):
+        yield client
+
+
+def with_mcp(url: str, key: str | None, era: str, action: Callable[[Client], Awaitable[T]]) -> T:
+    """Run `action` with an official MCP client connected over HTTP, from sync test code."""
+
+    async def run() -> T:
+        async with mcp_client(url, key, era) as client:
+            return await action(client)
+
+    return asyncio.run(run())
+
+
+def simulator_requests(simulator: ManagedProcess, account: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{simulator.url}/_simulator/requests", params={"account": account})
+    response.raise_for_status()
+    records: list[dict[str, Any]] = response.json()
+    return records
+
+
+@pytest.fixture(params=list(ERAS), ids=list(ERAS))
+def era(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
