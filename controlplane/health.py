@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
@@ -20,11 +20,13 @@ def _database() -> tuple[bool, str]:
 
 
 def _cache() -> tuple[bool, str]:
+    cache = caches["default"]
+    backend = type(cache).__name__
     try:
         cache.set("healthz", "ok", 5)
-        return cache.get("healthz") == "ok", cache.__class__.__name__
+        return cache.get("healthz") == "ok", backend
     except Exception as exc:  # any backend error means "not usable"
-        return False, f"{cache.__class__.__name__}: {type(exc).__name__}"
+        return False, f"{backend}: {type(exc).__name__}"
 
 
 def _vault() -> tuple[bool, str]:

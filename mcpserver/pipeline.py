@@ -31,8 +31,9 @@ from controlplane.errors import (
 )
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_qontak_base_url
-from mcpserver.qontak.client import QontakResponse, TransportFailure, qontak_request
+from mcpserver.qontak.client import TransportFailure, qontak_request
 from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
+from mcpserver.qontak.errors import upstream_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -115,35 +116,6 @@ async def _access_token(caller: Caller, stale_token: str | None = None) -> str:
         raise
 
 
-def _upstream_message(endpoint: Endpoint, response: QontakResponse, path: str) -> str:
-    meta = response.payload.get("meta", {}) if isinstance(response.payload, dict) else {}
-    detail = meta.get("developer_message") or meta.get("message") or ""
-    errors = response.payload.get("errors") if isinstance(response.payload, dict) else None
-    if errors:
-        detail = (
-            "; ".join(
-                f"{e.get('field', '?')}: {e.get('message', '')}"
-                for e in errors
-                if isinstance(e, dict)
-            )
-            or detail
-        )
-    advice = {
-        404: f"the {endpoint.noun} does not exist; list or search to find a valid id",
-        422: "fix the fields named and call again",
-        429: "Qontak is rate limiting this account; wait and retry",
-        403: "the Qontak user behind this tenant lacks permission for this action",
-    }.get(response.status, "")
-    if response.status >= 500:
-        advice = "Qontak failed; retry later"
-    parts = [f"Qontak answered HTTP {response.status} for {endpoint.method} {path}"]
-    if detail:
-        parts.append(detail)
-    if advice:
-        parts.append(advice)
-    return ": ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "")
-
-
 async def _call_qontak(caller: Caller, endpoint: Endpoint, data: BaseModel) -> Completed:
     path, params, body = endpoint.request_parts(data)
     base_url = tenant_qontak_base_url(caller.tenant)
@@ -170,9 +142,11 @@ async def _call_qontak(caller: Caller, endpoint: Endpoint, data: BaseModel) -> C
     except TransportFailure as exc:
         raise UpstreamError(str(exc)) from exc
     if response.status >= 400:
-        raise UpstreamError(_upstream_message(endpoint, response, path), status=response.status)
+        raise UpstreamError(
+            upstream_error_message(endpoint, response, path), status=response.status
+        )
     payload = response.payload if isinstance(response.payload, dict) else {}
-    structured = {"response": payload.get("response")}
+    structured = {"response": endpoint.present(payload.get("response"), data)}
     return Completed(
         result=ToolResult(
             text=json.dumps(structured, ensure_ascii=False), structured=structured, is_error=False

@@ -9,6 +9,7 @@ string for GET and DELETE and to the JSON body for POST and PUT.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -59,6 +60,11 @@ class Endpoint:
     noun: str
     description: str
     response_shape: dict[str, Any] | None = None
+    # Turns Qontak's `response` payload into the tool's (e.g. field discovery from templates).
+    presenter: Callable[[Any, BaseModel], Any] | None = None
+
+    def present(self, response: Any, data: BaseModel) -> Any:
+        return response if self.presenter is None else self.presenter(response, data)
 
     @property
     def annotations(self) -> ToolAnnotations:
