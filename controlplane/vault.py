@@ -167,8 +167,10 @@ def vault_status() -> VaultStatus:
     try:
         client = _vault()
         client.sys.read_health_status(method="GET")
-    except (CredentialUnavailable, requests.RequestException) as exc:
-        return VaultStatus(False, False, False, str(exc))
+    except CredentialUnavailable as exc:
+        return VaultStatus(False, False, False, exc.message)
+    except requests.RequestException as exc:
+        return VaultStatus(False, False, False, _unavailable(exc).message)
     except hvac.exceptions.VaultError as exc:
         # Sealed or standby answers with an error status but proves reachability.
         return VaultStatus(True, False, False, f"Vault is not ready: {type(exc).__name__}")
@@ -176,7 +178,7 @@ def vault_status() -> VaultStatus:
         if not client.is_authenticated():
             return VaultStatus(True, False, False, "Vault rejected the configured credentials")
     except requests.RequestException as exc:
-        return VaultStatus(False, False, False, str(_unavailable(exc)))
+        return VaultStatus(False, False, False, _unavailable(exc).message)
     try:
         client.secrets.kv.v2.read_configuration(mount_point=settings.VAULT_KV_MOUNT)
     except (requests.RequestException, hvac.exceptions.VaultError) as exc:

@@ -35,6 +35,7 @@ class Command(ServiceCommand):
                     failed = True
                     continue
                 present = secret is not None and bool(secret.refresh_token)
+                failed = failed or not present
                 rows.append(
                     (
                         f"tenant {tenant.slug}",
@@ -48,5 +49,7 @@ class Command(ServiceCommand):
             style = self.style.SUCCESS if ok else self.style.ERROR
             self.stdout.write(f"{label:<28} {style(value)}")
         if failed:
-            self.stderr.write(status.detail)
+            self.stderr.write(
+                status.detail if status.detail != "ok" else "some tenants have no token stored"
+            )
             raise SystemExit(1)
