@@ -1,0 +1,252 @@
+"""The ASGI app: Qontak's ``/oauth/token`` and ``/api/v3.1/...`` plus ``/_simulator`` controls.
+
+API requests are not routed by Starlette but by the catalog's route table, so that every
+route of the collection is served by the handler of its kind and recorded under its
+template. Starlette only routes the small control surface tests use.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mcpserver.simulator.catalog import OAUTH_PATH, Resolution
+from mcpserver.simulator.collection import API_PREFIX
+from mcpserver.simulator.envelope import ApiError
+from mcpserver.simulator.handlers import HANDLERS, Call
+from mcpserver.simulator.oauth import token_account, token_response
+from mcpserver.simulator.state import RecordedRequest, SimulatorState
+
+UNAUTHORIZED_MESSAGE = "The access token is invalid or has expired"
+INJECTED_MESSAGE = "Failure injected by the simulator (POST /_simulator/faults)"
+API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _state(request: Request) -> SimulatorState:
+    state: SimulatorState = request.app.state.simulator
+    return state
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "invalid_token",
+        UNAUTHORIZED_MESSAGE,
+        message="Unauthorized",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def _injected(status: int) -> ApiError:
+    """The error a real outage or rate limit would produce, in Qontak's envelope."""
+    if status == 401:
+        return _unauthorized()
+    headers = {"Retry-After": "1"} if status == 429 else {}
+    code = "too_many_requests" if status == 429 else "simulated_failure"
+    return ApiError(status, code, INJECTED_MESSAGE, headers=headers)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _read_body(request: Request) -> Any:
+    """JSON, or form fields (the token endpoint is form-encoded); None when empty."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
+        return dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        return json.loads(text)
+    except ValueError:
+        try:
+            return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+        except ValueError:
+            raise ApiError(400, "bad_request", "The request body is not valid JSON") from None
+
+
+def _answer_api(
+    state: SimulatorState, request: Request, resolution: Resolution, body: Any
+) -> dict[str, Any]:
+    account = state.authenticate(_bearer(request))
+    if account is None:
+        raise _unauthorized()
+    route = resolution.route
+    method, path = request.method, request.url.path
+    if route is None:
+        if resolution.allowed:
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path}",
+                headers={"Allow": ", ".join(resolution.allowed)},
+            )
+        raise ApiError(404, "not_found", f"No route matches {method} {path}")
+    call = Call(
+        route=route,
+        model=state.catalog.models[route.resource or ""],
+        store=account.store,
+        params=resolution.params,
+        query=dict(request.query_params),
+        body=body,
+    )
+    with state.lock:
+        return HANDLERS[route.kind](call)
+
+
+async def serve(request: Request) -> Response:
+    """Answer and record one Qontak request (anything outside Qontak's paths is a bare 404)."""
+    state = _state(request)
+    method, path = request.method, request.url.path
+    if path.rstrip("/") != OAUTH_PATH and not path.startswith(API_PREFIX + "/"):
+        error = ApiError(404, "not_found", f"No route matches {method} {path}")
+        return JSONResponse(error.body, status_code=404)
+
+    resolution = state.catalog.resolve(method, path)
+    is_token = path.rstrip("/") == OAUTH_PATH
+    body: Any = None
+    account = None if is_token else state.account_for_access_token(_bearer(request))
+    headers: dict[str, str] = {}
+    try:
+        body = await _read_body(request)
+        params = body if isinstance(body, dict) else {}
+        if is_token:
+            account = token_account(state, params)
+        if state.latency_ms:
+            await anyio.sleep(state.latency_ms / 1000)
+        injected = state.take_failure(path)
+        if injected is not None:
+            raise _injected(injected)
+        if is_token and resolution.route is not None:
+            status, payload = token_response(state, params)
+        elif is_token:
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path}",
+                headers={"Allow": ", ".join(resolution.allowed)},
+            )
+        else:
+            status, payload = 200, _answer_api(state, request, resolution, body)
+    except ApiError as error:
+        status, payload, headers = error.status, error.body, error.headers
+    state.record(
+        RecordedRequest(
+            account=account,
+            method=method,
+            path=path,
+            route=resolution.route.key if resolution.route else None,
+            query=dict(request.query_params),
+            body=body,
+            status=status,
+        )
+    )
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+# Control surface for tests: no auth, never recorded.
+
+
+async def _control_json(request: Request) -> dict[str, Any]:
+    try:
+        payload = json.loads(await request.body() or b"{}")
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ValueError("expected a JSON object")
+    return payload
+
+
+def _control_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def create_account(request: Request) -> Response:
+    """Add a tenant, or re-authorize an existing one (its old refresh token becomes stale)."""
+    try:
+        payload = await _control_json(request)
+    except ValueError as error:
+        return _control_error(400, str(error))
+    name, refresh_token = payload.get("name"), payload.get("refresh_token")
+    if not isinstance(name, str) or not name or not isinstance(refresh_token, str | None):
+        return _control_error(400, "name (string) is required; refresh_token must be a string")
+    username, password = payload.get("username"), payload.get("password")
+    account = _state(request).add_account(
+        name,
+        refresh_token or None,
+        username=str(username) if username is not None else None,
+        password=str(password) if password is not None else None,
+    )
+    return JSONResponse(
+        {"name": account.name, "refresh_token": account.refresh_token}, status_code=201
+    )
+
+
+async def show_account(request: Request) -> Response:
+    state = _state(request)
+    with state.lock:
+        account = state.accounts.get(request.path_params["name"])
+        if account is None:
+            return _control_error(404, "unknown account")
+        return JSONResponse(account.summary())
+
+
+async def list_requests(request: Request) -> Response:
+    recorded = _state(request).requests_for(request.query_params.get("account"))
+    return JSONResponse([entry.as_json() for entry in recorded])
+
+
+async def clear_requests(request: Request) -> Response:
+    _state(request).clear_requests()
+    return Response(status_code=204)
+
+
+async def show_faults(request: Request) -> Response:
+    return JSONResponse(_state(request).faults())
+
+
+async def set_faults(request: Request) -> Response:
+    try:
+        return JSONResponse(_state(request).apply_faults(await _control_json(request)))
+    except ValueError as error:
+        return _control_error(400, str(error))
+    except KeyError as error:
+        return _control_error(404, f"unknown account {error}")
+
+
+async def clear_faults(request: Request) -> Response:
+    _state(request).clear_faults()
+    return Response(status_code=204)
+
+
+def create_app(state: SimulatorState | None = None) -> Starlette:
+    """A simulator app; ``app.state.simulator`` is its SimulatorState."""
+    app = Starlette(
+        routes=[
+            Route("/_simulator/healthz", healthz, methods=["GET"]),
+            Route("/_simulator/accounts", create_account, methods=["POST"]),
+            Route("/_simulator/accounts/{name}", show_account, methods=["GET"]),
+            Route("/_simulator/requests", list_requests, methods=["GET"]),
+            Route("/_simulator/requests", clear_requests, methods=["DELETE"]),
+            Route("/_simulator/faults", show_faults, methods=["GET"]),
+            Route("/_simulator/faults", set_faults, methods=["POST"]),
+            Route("/_simulator/faults", clear_faults, methods=["DELETE"]),
+            Route("/{path:path}", serve, methods=API_METHODS),
+        ]
+    )
+    app.state.simulator = state if state is not None else SimulatorState()
+    return app
