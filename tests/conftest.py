@@ -164,7 +164,7 @@ class TenantWithKey:
 @pytest.fixture
 def make_tenant(
     transactional_db: None, openbao: ManagedProcess, simulator: ManagedProcess
-) -> Callable[..., TenantWithKey]:
+) -> Iterator[Callable[..., TenantWithKey]]:
     """A tenant with its own simulator account, a refresh token in Vault and an API key."""
 
     def make(prefix: str = "t") -> TenantWithKey:

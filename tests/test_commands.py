@@ -39,7 +39,9 @@ def slug() -> str:
 @pytest.mark.django_db
 def test_create_tenant_records_a_vault_reference_and_no_secret(openbao):
     name = slug()
-    output = run("create_tenant", name, "--name", "Acme Ltd", "--qontak-base-url", "https://q.example")
+    output = run(
+        "create_tenant", name, "--name", "Acme Ltd", "--qontak-base-url", "https://q.example"
+    )
     tenant = Tenant.objects.get(slug=name)
     assert "Created tenant" in output
     assert tenant.name == "Acme Ltd"
@@ -111,9 +113,7 @@ def test_set_tool_access_allow_and_deny():
 
 
 @pytest.mark.django_db
-def test_set_refresh_token_reads_stdin_validates_and_stores_the_rotated_token(
-    openbao, simulator
-):
+def test_set_refresh_token_reads_stdin_validates_and_stores_the_rotated_token(openbao, simulator):
     name = slug()
     run("create_tenant", name, "--qontak-base-url", simulator.url)
     original = create_simulator_account(simulator.url, name)
@@ -203,7 +203,9 @@ def test_export_audit_writes_jsonl_and_csv_filtered_by_tenant_and_time():
         ("get_contact", "ok"),
         ("delete_contact", "denied"),
     ]
-    table = list(csv.DictReader(io.StringIO(run("export_audit", "--tenant", mine, "--format", "csv"))))
+    table = list(
+        csv.DictReader(io.StringIO(run("export_audit", "--tenant", mine, "--format", "csv")))
+    )
     assert [r["tool"] for r in table] == ["get_contact", "delete_contact"]
     assert run("export_audit", "--tenant", mine, "--since", "2999-01-01T00:00:00Z") == ""
     with pytest.raises(CommandError, match="not an ISO 8601 time"):

@@ -92,7 +92,13 @@ def test_log_filter_redacts_secret_shaped_values(line):
 
 def test_log_filter_applies_to_arguments_and_tracebacks():
     record = logging.LogRecord(
-        "x", logging.ERROR, __file__, 1, "refresh failed for %s", ("refresh_token=zzzz9999zzzz",), None
+        "x",
+        logging.ERROR,
+        __file__,
+        1,
+        "refresh failed for %s",
+        ("refresh_token=zzzz9999zzzz",),
+        None,
     )
     try:
         raise RuntimeError("access_token=yyyy8888yyyy")
