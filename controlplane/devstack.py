@@ -107,25 +107,36 @@ def bao_executable() -> str:
     return found
 
 
-def start_openbao(log_dir: Path, port: int | None = None) -> ManagedProcess:
-    """An in-memory OpenBao dev server (KV v2 at `secret/`) with a random root token."""
+def start_openbao(
+    log_dir: Path, port: int | None = None, audit_log: Path | None = None
+) -> ManagedProcess:
+    """An in-memory OpenBao dev server (KV v2 at `secret/`) with a random root token.
+
+    With `audit_log`, OpenBao writes every request there (audit devices are declared in
+    configuration since OpenBao 2.x); tests count Vault reads with it.
+    """
     port = port or free_port()
     root_token = "dev-" + secrets.token_hex(16)
-    process, log_path = _spawn(
-        "openbao",
-        [
-            bao_executable(),
-            "server",
-            "-dev",
-            f"-dev-listen-address=127.0.0.1:{port}",
-            f"-dev-root-token-id={root_token}",
-            "-dev-no-store-token",
-        ],
-        log_dir,
-    )
+    argv = [
+        bao_executable(),
+        "server",
+        "-dev",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        f"-dev-root-token-id={root_token}",
+        "-dev-no-store-token",
+    ]
+    if audit_log is not None:
+        config = log_dir / f"openbao-{port}-audit.hcl"
+        config.write_text(
+            f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        )
+        argv.append(f"-config={config}")
+    process, log_path = _spawn("openbao", argv, log_dir)
     managed = ManagedProcess(
         "openbao", f"http://127.0.0.1:{port}", process, log_path, {"token": root_token}
     )
+    if audit_log is not None:
+        managed.extra["audit_log"] = str(audit_log)
     wait_until_ready(managed, f"{managed.url}/v1/sys/health")
     return managed
 
@@ -149,3 +160,71 @@ def create_simulator_account(simulator_url: str, name: str) -> str:
     response = httpx.post(f"{simulator_url}/_simulator/accounts", json={"name": name}, timeout=5)
     response.raise_for_status()
     return str(response.json()["refresh_token"])
+
+
+@dataclass
+class SealedVault:
+    """An OpenBao server with file storage: it survives a restart (unlike `-dev`)."""
+
+    data_dir: Path
+    log_dir: Path
+    port: int
+    unseal_key: str = ""
+    root_token: str = ""
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = self.data_dir / "openbao.hcl"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.data_dir / "raft"
+        storage.mkdir(exist_ok=True)
+        cluster_port = self.port + 1 if self.port < 65535 else self.port - 1
+        config.write_text(
+            f'storage "raft" {{\n path = "{storage}"\n node_id = "node1"\n}}\n'
+            f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n'
+            f' cluster_address = "127.0.0.1:{cluster_port}"\n tls_disable = true\n}}\n'
+            f'api_addr = "{self.url}"\n'
+            f'cluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+        )
+        process, log_path = _spawn(
+            f"openbao-{self.port}", [bao_executable(), "server", f"-config={config}"], self.log_dir
+        )
+        self.process = ManagedProcess("openbao", self.url, process, log_path)
+        wait_until_ready(self.process, f"{self.url}/v1/sys/seal-status")
+        if not self.root_token:
+            answer = httpx.put(
+                f"{self.url}/v1/sys/init",
+                json={"secret_shares": 1, "secret_threshold": 1},
+                timeout=STARTUP_TIMEOUT,
+            ).json()
+            self.unseal_key, self.root_token = answer["keys"][0], answer["root_token"]
+            self._unseal()
+            httpx.post(
+                f"{self.url}/v1/sys/mounts/secret",
+                headers={"X-Vault-Token": self.root_token},
+                json={"type": "kv", "options": {"version": "2"}},
+                timeout=STARTUP_TIMEOUT,
+            ).raise_for_status()
+        else:
+            self._unseal()
+
+    def _unseal(self) -> None:
+        httpx.put(
+            f"{self.url}/v1/sys/unseal", json={"key": self.unseal_key}, timeout=STARTUP_TIMEOUT
+        ).raise_for_status()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            health = httpx.get(f"{self.url}/v1/sys/health")
+            if health.status_code == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("OpenBao did not become active after unsealing")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None

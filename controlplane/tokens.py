@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from controlplane import qontak_oauth, vault
 from controlplane.errors import (
+    ApplicationError,
     CredentialMissing,
     CredentialUnavailable,
+    InvalidInput,
     ReauthorizationRequired,
     UpstreamError,
 )
@@ -149,10 +151,9 @@ def _record_failure(tenant: Tenant, error: Exception) -> None:
     )
 
 
-def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
-    grant = qontak_oauth.request_refresh_grant(
-        base_url=tenant_qontak_base_url(tenant), refresh_token=secret.refresh_token
-    )
+def _store_grant(tenant: Tenant, grant: qontak_oauth.TokenGrant, *, cas: int) -> int:
+    """Vault first (check-and-set), then metadata and cache: the new token is usable only once
+    the rotated refresh token is safe. Returns the new KV version."""
     try:
         version = vault.write_tenant_secret(
             tenant.slug,
@@ -160,7 +161,7 @@ def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
             access_token=grant.access_token,
             issued_at=grant.issued_at,
             expires_at=grant.expires_at,
-            cas=secret.version,
+            cas=cas,
         )
     except CredentialUnavailable:
         logger.critical(
@@ -170,10 +171,17 @@ def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
         )
         raise
     _record_success(tenant, version=version, expires_at=grant.expires_at)
+    _cache[tenant.slug] = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
+    return version
+
+
+def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
+    grant = qontak_oauth.request_refresh_grant(
+        base_url=tenant_qontak_base_url(tenant), refresh_token=secret.refresh_token
+    )
+    version = _store_grant(tenant, grant, cas=secret.version)
     logger.info("token_refreshed tenant=%s version=%s", tenant.slug, version)
-    entry = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
-    _cache[tenant.slug] = entry
-    return entry
+    return _cache[tenant.slug]
 
 
 def _secret_needs_refresh(secret: vault.TenantSecret, stale_token: str | None) -> bool:
@@ -182,38 +190,122 @@ def _secret_needs_refresh(secret: vault.TenantSecret, stale_token: str | None) -
     return time.time() >= secret.expires_at - refresh_margin(secret.expires_at - secret.issued_at)
 
 
-def access_token_for(*, tenant: Tenant, stale_token: str | None = None, force: bool = False) -> str:
+def _stored_secret(tenant: Tenant) -> vault.TenantSecret:
+    secret = vault.read_tenant_secret(tenant.slug)
+    if secret is None or not secret.refresh_token:
+        raise CredentialMissing(
+            f"no Qontak refresh token stored for tenant '{tenant.slug}': run "
+            f"`manage.py set_refresh_token {tenant.slug}`"
+        )
+    return secret
+
+
+def _refuse_when_reauthorization_needed(tenant: Tenant) -> None:
+    """Don't spend Qontak's token endpoint on a refresh token it already rejected."""
+    status = QontakCredential.objects.filter(tenant=tenant).values_list("status", flat=True).first()
+    if status == QontakCredential.Status.NEEDS_REAUTHORIZATION:
+        raise ReauthorizationRequired(
+            f"tenant '{tenant.slug}' needs re-authorization: Qontak rejected its refresh token. "
+            f"Re-authorize in Qontak, then run `manage.py set_refresh_token {tenant.slug}`"
+        )
+
+
+@contextmanager
+def _refresh_guard(tenant: Tenant) -> Iterator[None]:
+    """Both locks, and failures recorded on the credential for the admin (after rollback)."""
+    try:
+        with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
+            yield
+    except (ReauthorizationRequired, UpstreamError) as exc:
+        _record_failure(tenant, exc)
+        logger.warning("token_refresh_failed tenant=%s reason=%s", tenant.slug, exc)
+        raise
+
+
+def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
     """A usable access token; refreshes (once, across processes) when needed.
 
     `stale_token` is a token Qontak just rejected with 401: it will not be returned again.
     Raises CredentialMissing, CredentialUnavailable, ReauthorizationRequired or UpstreamError.
     """
-    if not force:
+    cached = cached_access_token(tenant.slug)
+    if cached is not None and cached != stale_token:
+        return cached
+    _refuse_when_reauthorization_needed(tenant)
+    with _refresh_guard(tenant):
+        # Another thread or worker may have refreshed while we waited for the locks.
         cached = cached_access_token(tenant.slug)
         if cached is not None and cached != stale_token:
             return cached
-    with _process_lock(tenant.slug):
-        if not force:
-            cached = cached_access_token(tenant.slug)
-            if cached is not None and cached != stale_token:
-                return cached
-        try:
-            with _shared_refresh_lock(tenant):
-                secret = vault.read_tenant_secret(tenant.slug)
-                if secret is None or not secret.refresh_token:
-                    raise CredentialMissing(
-                        f"no Qontak refresh token stored for tenant '{tenant.slug}': run "
-                        f"`manage.py set_refresh_token {tenant.slug}`"
-                    )
-                if not force and not _secret_needs_refresh(secret, stale_token):
-                    entry = _cache_entry(secret.access_token, secret.issued_at, secret.expires_at)
-                    _cache[tenant.slug] = entry
-                    return entry.access_token
-                return _refresh_locked(tenant, secret).access_token
-        except (ReauthorizationRequired, UpstreamError) as exc:
-            _record_failure(tenant, exc)
-            logger.warning("token_refresh_failed tenant=%s reason=%s", tenant.slug, exc)
-            raise
+        secret = _stored_secret(tenant)
+        if not _secret_needs_refresh(secret, stale_token):
+            entry = _cache_entry(secret.access_token, secret.issued_at, secret.expires_at)
+            _cache[tenant.slug] = entry
+            return entry.access_token
+        return _refresh_locked(tenant, secret).access_token
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What rotate_tokens did for one tenant."""
+
+    slug: str
+    action: str  # rotated | fresh | would_rotate | failed
+    detail: str
+    expires_at: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+
+def stored_version(*, tenant: Tenant) -> int | None:
+    """The KV version of the tenant's secret now (None when absent); no lock taken."""
+    secret = vault.read_tenant_secret(tenant.slug)
+    return secret.version if secret else None
+
+
+def token_rotate(
+    *,
+    tenant: Tenant,
+    seen_version: int | None,
+    window: float,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Rotation:
+    """Refresh the tenant's token if it expires within `window` seconds (any age with force).
+
+    `seen_version` is the secret's version when the caller's run began: if it changed while
+    we waited for the lock, a concurrent run (or a tool call) has just rotated the token and
+    it is left alone, so runs on several hosts never double-rotate.
+    """
+    try:
+        if dry_run:
+            secret = _stored_secret(tenant)
+            due = force or secret.expires_at - time.time() <= window
+            detail = _expiry_detail(secret.expires_at)
+            return Rotation(tenant.slug, "would_rotate" if due else "fresh", detail)
+        _refuse_when_reauthorization_needed(tenant)
+        with _refresh_guard(tenant):
+            secret = _stored_secret(tenant)
+            if secret.version != seen_version:
+                detail = "rotated by a concurrent run; " + _expiry_detail(secret.expires_at)
+                return Rotation(tenant.slug, "fresh", detail, secret.expires_at)
+            if not force and secret.expires_at - time.time() > window:
+                return Rotation(
+                    tenant.slug, "fresh", _expiry_detail(secret.expires_at), secret.expires_at
+                )
+            entry = _refresh_locked(tenant, secret)
+        return Rotation(tenant.slug, "rotated", _expiry_detail(entry.expires_at), entry.expires_at)
+    except ApplicationError as exc:
+        return Rotation(tenant.slug, "failed", exc.message)
+
+
+def _expiry_detail(expires_at: float) -> str:
+    remaining = expires_at - time.time()
+    if remaining <= 0:
+        return "access token expired"
+    return f"access token valid for {remaining / 60:.0f} more minutes"
 
 
 def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
@@ -224,8 +316,6 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
     """
     refresh_token = refresh_token.strip()
     if not refresh_token:
-        from controlplane.errors import InvalidInput
-
         raise InvalidInput("the refresh token is empty: paste it on standard input")
     with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
         current = vault.read_tenant_secret(tenant.slug)
@@ -238,14 +328,5 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
                 "Qontak rejected this refresh token (invalid_grant): it was already used or "
                 "revoked. Generate a new one in Qontak and try again."
             ) from exc
-        version = vault.write_tenant_secret(
-            tenant.slug,
-            refresh_token=grant.refresh_token,
-            access_token=grant.access_token,
-            issued_at=grant.issued_at,
-            expires_at=grant.expires_at,
-            cas=current.version if current else 0,
-        )
-        _record_success(tenant, version=version, expires_at=grant.expires_at)
-        _cache[tenant.slug] = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
+        version = _store_grant(tenant, grant, cas=current.version if current else 0)
     logger.info("token_stored tenant=%s version=%s", tenant.slug, version)

@@ -8,6 +8,7 @@ that talk to it use transactional_db (rows must be committed to be seen).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -61,12 +62,26 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def openbao(log_dir: Path) -> Iterator[ManagedProcess]:
-    server = start_openbao(log_dir)
+    # Vault's own audit log lets tests count the requests the control plane makes.
+    server = start_openbao(log_dir, audit_log=log_dir / "openbao-audit.log")
     settings.VAULT_ADDR = server.url
     settings.VAULT_TOKEN = server.extra["token"]
     vault.reset_client()
     yield server
     server.stop()
+
+
+def vault_reads(openbao: ManagedProcess, slug: str) -> int:
+    """How many times Vault has answered a read of the tenant's token secret."""
+    path = f"secret/data/{vault.tenant_secret_path(slug)}"
+    count = 0
+    with open(openbao.extra["audit_log"]) as log:
+        for line in log:
+            entry = json.loads(line)
+            request = entry.get("request", {})
+            if entry.get("type") == "response" and request.get("path") == path:
+                count += request.get("operation") == "read"
+    return count
 
 
 @pytest.fixture(scope="session")
@@ -100,15 +115,17 @@ class ControlPlaneServer:
 
 
 def start_control_plane(
-    log_dir: Path, openbao: ManagedProcess, simulator: ManagedProcess, workers: int = 1
+    log_dir: Path, vault_url: str, vault_token: str, simulator_url: str, workers: int = 1
 ) -> ControlPlaneServer:
+    """uvicorn serving the ASGI app against the test database, in its own process."""
     port = free_port()
     env = {
         "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         "DATABASE_URL": _test_database_url(),
-        "VAULT_ADDR": openbao.url,
-        "VAULT_TOKEN": openbao.extra["token"],
-        "QONTAK_BASE_URL": simulator.url,
+        "VAULT_ADDR": vault_url,
+        "VAULT_TOKEN": vault_token,
+        "VAULT_TIMEOUT": "2",
+        "QONTAK_BASE_URL": simulator_url,
         "POLICY_CACHE_SECONDS": str(settings.POLICY_CACHE_SECONDS),
         "LOG_LEVEL": "DEBUG",
     }
@@ -149,7 +166,7 @@ def control_plane(
     simulator: ManagedProcess,
 ) -> Iterator[ControlPlaneServer]:
     with django_db_blocker.unblock():
-        server = start_control_plane(log_dir, openbao, simulator)
+        server = start_control_plane(log_dir, openbao.url, openbao.extra["token"], simulator.url)
     yield server
     server.process.stop()
 
@@ -167,10 +184,11 @@ def make_tenant(
 ) -> Iterator[Callable[..., TenantWithKey]]:
     """A tenant with its own simulator account, a refresh token in Vault and an API key."""
 
-    def make(prefix: str = "t") -> TenantWithKey:
+    def make(prefix: str = "t", qontak: ManagedProcess | None = None) -> TenantWithKey:
         slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        tenant = tenants.tenant_create(slug=slug, qontak_base_url=simulator.url)
-        refresh_token = create_simulator_account(simulator.url, slug)
+        qontak_url = (qontak or simulator).url
+        tenant = tenants.tenant_create(slug=slug, qontak_base_url=qontak_url)
+        refresh_token = create_simulator_account(qontak_url, slug)
         tokens.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
         issued = tenants.api_key_issue(tenant=tenant, label="test")
         return TenantWithKey(tenant=tenant, key=issued.key, account=slug)
@@ -198,6 +216,17 @@ def with_mcp(url: str, key: str | None, era: str, action: Callable[[Client], Awa
             return await action(client)
 
     return asyncio.run(run())
+
+
+def simulator_account(simulator: ManagedProcess, account: str) -> dict[str, Any]:
+    response = httpx.get(f"{simulator.url}/_simulator/accounts/{account}")
+    response.raise_for_status()
+    details: dict[str, Any] = response.json()
+    return details
+
+
+def set_simulator_faults(simulator: ManagedProcess, **faults: Any) -> None:
+    httpx.post(f"{simulator.url}/_simulator/faults", json=faults).raise_for_status()
 
 
 def simulator_requests(simulator: ManagedProcess, account: str) -> list[dict[str, Any]]:
