@@ -63,3 +63,20 @@ def request_refresh_grant(*, base_url: str, refresh_token: str) -> TokenGrant:
         issued_at=started,
         expires_at=started + expires_in,
     )
+
+
+def verify_access_token(*, base_url: str, access_token: str) -> int:
+    """Ask Qontak for a small read-only resource with the token; returns the HTTP status.
+
+    Used by the admin's "Test connection": proves the token works against the API itself,
+    not only against the token endpoint.
+    """
+    try:
+        response = httpx.get(
+            base_url.rstrip("/") + "/api/v3.1/contacts/info",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=settings.QONTAK_TIMEOUT,
+        )
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"cannot reach Qontak at {base_url}: {type(exc).__name__}") from exc
+    return response.status_code

@@ -330,3 +330,22 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
             ) from exc
         version = _store_grant(tenant, grant, cas=current.version if current else 0)
     logger.info("token_stored tenant=%s version=%s", tenant.slug, version)
+
+
+def tenant_connection_test(*, tenant: Tenant) -> str:
+    """Vault secret -> access token -> one Qontak API read; a sentence saying how it went.
+
+    Raises the same domain errors as a tool call would, so the admin shows the same reasons.
+    """
+    token = access_token_for(tenant=tenant)
+    status = qontak_oauth.verify_access_token(
+        base_url=tenant_qontak_base_url(tenant), access_token=token
+    )
+    if status == 401:
+        token = access_token_for(tenant=tenant, stale_token=token)
+        status = qontak_oauth.verify_access_token(
+            base_url=tenant_qontak_base_url(tenant), access_token=token
+        )
+    if status != 200:
+        raise UpstreamError(f"Qontak answered HTTP {status} to a read with this tenant's token")
+    return f"{tenant.slug}: Vault, token refresh and the Qontak API all answered"

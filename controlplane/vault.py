@@ -57,9 +57,15 @@ def _build_client() -> hvac.Client:
         timeout=settings.VAULT_TIMEOUT,
     )
     if settings.VAULT_ROLE_ID and settings.VAULT_SECRET_ID:
-        client.auth.approle.login(
-            role_id=settings.VAULT_ROLE_ID, secret_id=settings.VAULT_SECRET_ID
-        )
+        try:
+            client.auth.approle.login(
+                role_id=settings.VAULT_ROLE_ID, secret_id=settings.VAULT_SECRET_ID
+            )
+        except hvac.exceptions.VaultError as exc:
+            raise CredentialUnavailable(
+                "credential store refused access: the AppRole login failed; check "
+                "VAULT_ROLE_ID and VAULT_SECRET_ID"
+            ) from exc
     return client
 
 
@@ -69,6 +75,8 @@ def _vault() -> hvac.Client:
         if _client is None:
             try:
                 _client = _build_client()
+            except CredentialUnavailable:
+                raise
             except (requests.RequestException, hvac.exceptions.VaultError) as exc:
                 raise _unavailable(exc) from exc
         return _client

@@ -100,3 +100,60 @@ def test_audit_rows_are_read_only_in_the_admin(operator):
     assert operator.get(reverse("admin:controlplane_toolcall_add")).status_code == 403
     with pytest.raises(ValueError, match="append-only"):
         call.save()
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_replacing_the_refresh_token_validates_it_and_never_shows_it(operator, openbao, simulator):
+    from controlplane import vault
+    from controlplane.devstack import create_simulator_account
+
+    tenant = tenant_create(slug="replace-me", qontak_base_url=simulator.url)
+    url = reverse("admin:controlplane_tenant_refresh_token", args=[tenant.pk])
+    change_page = operator.get(reverse("admin:controlplane_tenant_change", args=[tenant.pk]))
+    assert url in change_page.content.decode()
+
+    used = create_simulator_account(simulator.url, "replace-me")
+    operator.post(url, {"refresh_token": used})  # first use succeeds and rotates it
+    refused = operator.post(url, {"refresh_token": used})
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "invalid_grant" in page
+    assert used not in page, "the token was rendered back into the form"
+
+    fresh = create_simulator_account(simulator.url, "replace-me")
+    accepted = operator.post(url, {"refresh_token": fresh}, follow=True)
+    assert "Stored a validated refresh token" in " ".join(_messages(accepted))
+    assert fresh not in accepted.content.decode()
+    assert vault.read_tenant_secret("replace-me") is not None
+
+
+def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, openbao, simulator):
+    from controlplane.devstack import create_simulator_account
+    from controlplane.tokens import store_refresh_token
+
+    ready = tenant_create(slug="ready", qontak_base_url=simulator.url)
+    store_refresh_token(
+        tenant=ready, refresh_token=create_simulator_account(simulator.url, "ready")
+    )
+    empty = tenant_create(slug="empty", qontak_base_url=simulator.url)
+    changelist = reverse("admin:controlplane_tenant_changelist")
+    selected = [ready.pk, empty.pk]
+
+    rotated = operator.post(
+        changelist, {"action": "rotate_now", "_selected_action": selected}, follow=True
+    )
+    shown = " | ".join(_messages(rotated))
+    assert "ready: rotated" in shown
+    assert "empty: failed, no Qontak refresh token stored" in shown
+
+    tested = operator.post(
+        changelist, {"action": "test_connection", "_selected_action": selected}, follow=True
+    )
+    shown = " | ".join(_messages(tested))
+    assert "ready: Vault, token refresh and the Qontak API all answered" in shown
+    assert "set_refresh_token empty" in shown
+    listing = operator.get(changelist).content.decode()
+    assert "Valid" in listing and "No refresh token stored" in listing
