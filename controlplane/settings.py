@@ -5,6 +5,7 @@ project with nothing installed; `DATABASE_URL` and `REDIS_URL` switch to the sha
 that several workers need. The README's configuration table documents each variable.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -68,8 +69,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     )
-    # A file, not memory, so the servers the end-to-end tests start can open it too.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # A file, not memory, so the servers the end-to-end tests start can open it too; one per
+    # test process, so two test runs on one checkout never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -202,6 +202,12 @@ def test_vault_outage_keeps_warm_tenants_working_and_others_get_a_clear_error(
         bao.stop()
 
 
+def _secret(slug: str) -> vault.TenantSecret:
+    secret = vault.read_tenant_secret(slug)
+    assert secret is not None
+    return secret
+
+
 def _rotate(*args: str) -> subprocess.CompletedProcess[str]:
     """rotate_tokens in its own process, as cron would run it."""
     env = {
@@ -226,11 +232,11 @@ def _actions(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 def test_rotate_tokens_dry_run_changes_nothing(make_tenant, simulator):
     demo = make_tenant()
-    version = vault.read_tenant_secret(demo.tenant.slug).version
+    version = _secret(demo.tenant.slug).version
     result = _rotate("--tenant", demo.tenant.slug, "--force", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     assert _actions(result) == {demo.tenant.slug: "would_rotate"}
-    assert vault.read_tenant_secret(demo.tenant.slug).version == version
+    assert _secret(demo.tenant.slug).version == version
     assert simulator_account(simulator, demo.account)["refresh_count"] == 1
 
 
@@ -268,7 +274,7 @@ def test_two_concurrent_forced_runs_rotate_each_tenant_once(make_tenant, own_sim
         account = simulator_account(simulator, demo.account)
         assert account["refresh_count"] == 2  # store + exactly one rotation
         assert account["stale_refresh_attempts"] == 0
-        assert vault.read_tenant_secret(demo.tenant.slug).refresh_token == account["refresh_token"]
+        assert _secret(demo.tenant.slug).refresh_token == account["refresh_token"]
         actions = sorted(
             t["action"]
             for out, _ in outputs
