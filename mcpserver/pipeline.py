@@ -18,7 +18,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, policies, tokens
+from controlplane import audit, live, policies, tokens
 from controlplane.errors import (
     ApplicationError,
     CredentialMissing,
@@ -194,7 +194,7 @@ async def run_tool_call(
             ToolCall.Outcome.INTERNAL_ERROR,
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    await database_sync_to_async(audit.tool_call_record)(
+    row = await database_sync_to_async(audit.tool_call_record)(
         audit.ToolCallRecord(
             tenant_id=caller.tenant.pk,
             api_key_id=caller.api_key_id,
@@ -208,4 +208,6 @@ async def run_tool_call(
             message="" if not completed.result.is_error else completed.result.text,
         )
     )
+    if row is not None:
+        await live.publish_tool_call(row, tenant_slug=caller.tenant.slug)
     return completed.result

@@ -1,0 +1,44 @@
+"""The live feed of tool calls: every audited call is also published on the channel layer.
+
+Consumers (the admin's live activity page) join LIVE_GROUP; the message carries only what
+the audit list shows, never arguments. Publishing is best effort: a channel layer failure is
+logged and never fails the tool call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from controlplane.models import ToolCall
+
+logger = logging.getLogger(__name__)
+
+LIVE_GROUP = "tool-calls"
+EVENT_TYPE = "tool_call.event"
+
+
+def tool_call_event(call: ToolCall, *, tenant_slug: str) -> dict[str, Any]:
+    return {
+        "type": EVENT_TYPE,
+        "id": call.pk,
+        "created_at": call.created_at.isoformat(),
+        "tenant": tenant_slug,
+        "key_prefix": call.key_prefix,
+        "tool": call.tool,
+        "outcome": call.outcome,
+        "upstream_status": call.upstream_status,
+        "latency_ms": round(call.latency_ms, 1),
+    }
+
+
+async def publish_tool_call(call: ToolCall, *, tenant_slug: str) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(LIVE_GROUP, tool_call_event(call, tenant_slug=tenant_slug))
+    except Exception:  # the feed is a convenience; the audit row is the record
+        logger.warning("live_feed_publish_failed tool=%s", call.tool, exc_info=True)
