@@ -32,6 +32,13 @@ class Tenant(models.Model):
     is_active = models.BooleanField(
         default=True, help_text="Inactive tenants' keys are refused with HTTP 401."
     )
+    qontak_request_ceiling = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[rate_validator],
+        help_text="Most requests sent to this tenant's Qontak account, retries included "
+        "(e.g. 600/m), to protect its Qontak quota. Empty uses QONTAK_REQUEST_CEILING.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -83,6 +90,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    read_only = models.BooleanField(
+        default=False,
+        help_text="Read-only preset: only tools annotated readOnlyHint are listed and callable.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
