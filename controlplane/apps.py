@@ -8,8 +8,9 @@ class ControlPlaneConfig(AppConfig):
 
     def ready(self) -> None:
         from auditlog.registry import auditlog
+        from django.db.models.signals import post_delete, post_save
 
-        from controlplane import models
+        from controlplane import models, policies
 
         for model in (
             models.Tenant,
@@ -19,3 +20,6 @@ class ControlPlaneConfig(AppConfig):
             models.ToolPolicy,
         ):
             auditlog.register(model)
+        for model in (models.RateLimitPolicy, models.ToolPolicy):
+            post_save.connect(policies.policy_changed, sender=model, dispatch_uid=model.__name__)
+            post_delete.connect(policies.policy_changed, sender=model, dispatch_uid=model.__name__)

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from controlplane import metrics
 from controlplane.models import ToolCall
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,16 @@ def tool_call_record(record: ToolCallRecord) -> ToolCall | None:
         )
     except DatabaseError:
         audit_write_failures += 1
+        metrics.AUDIT_WRITE_FAILURES.inc()
         logger.exception(
-            "audit_write_failed tenant=%s tool=%s outcome=%s request_id=%s failures=%s",
-            record.tenant_id,
-            record.tool,
-            record.outcome,
-            record.request_id,
+            "audit row NOT written (%s failures in this process)",
             audit_write_failures,
+            extra={
+                "event": "audit_write_failed",
+                "tool": record.tool,
+                "outcome": record.outcome,
+                "request_id": record.request_id,
+            },
         )
         return None
 
@@ -148,3 +152,19 @@ def tool_calls_export_rows(
             "arguments": call.arguments,
             "message": call.message,
         }
+
+
+PRUNE_BATCH = 5000
+
+
+def tool_calls_prune(*, before: datetime, dry_run: bool = False) -> int:
+    """Delete rows created before `before` in batches (short transactions); returns the count."""
+    old = ToolCall.objects.filter(created_at__lt=before)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:
+        batch = list(old.values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not batch:
+            return deleted
+        deleted += ToolCall.objects.filter(pk__in=batch).delete()[0]

@@ -7,15 +7,19 @@ bound, without a restart and without a database query on every call.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db.models import Model
+from django.db.models.signals import post_delete
 from django_ratelimit.core import get_usage
 
 from controlplane.errors import InvalidInput
-from controlplane.models import RateLimitPolicy, Tenant, ToolPolicy, rate_validator
+from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,15 @@ class RateRule:
 class TenantPolicy:
     tool_rules: tuple[ToolRule, ...]
     rate_rules: tuple[RateRule, ...]
+    qontak_ceiling: str
 
-    def tool_allowed(self, *, tool: str, api_key_id: int) -> bool:
-        """Per-key rules beat tenant rules; an exact tool name beats `*`; default is allow."""
+    def tool_allowed(
+        self, *, tool: str, api_key_id: int, key_read_only: bool, tool_read_only: bool
+    ) -> bool:
+        """A read-only key sees read-only tools only; then per-key rules beat tenant rules,
+        an exact tool name beats `*`, and the default is allow."""
+        if key_read_only and not tool_read_only:
+            return False
         for key_scope in (api_key_id, None):
             for name in (tool, "*"):
                 for rule in self.tool_rules:
@@ -59,6 +69,8 @@ class TenantPolicy:
         return rules
 
 
+logger = logging.getLogger(__name__)
+
 _cache: dict[int, tuple[float, TenantPolicy]] = {}
 _cache_lock = threading.Lock()
 
@@ -70,7 +82,11 @@ def tenant_policy(*, tenant_id: int) -> TenantPolicy:
         cached = _cache.get(tenant_id)
     if cached is not None and now - cached[0] < settings.POLICY_CACHE_SECONDS:
         return cached[1]
+    ceiling = (
+        Tenant.objects.filter(pk=tenant_id).values_list("qontak_request_ceiling", flat=True).first()
+    )
     policy = TenantPolicy(
+        qontak_ceiling=ceiling or settings.QONTAK_REQUEST_CEILING,
         tool_rules=tuple(
             ToolRule(api_key_id=api_key_id, tool=tool, allow=effect == ToolPolicy.Effect.ALLOW)
             for api_key_id, tool, effect in ToolPolicy.objects.filter(
@@ -98,13 +114,24 @@ def forget_cached_policies() -> None:
 class RateLimitHit:
     rule: RateRule
     retry_after: int
+    scope: str = ""
 
     @property
     def message(self) -> str:
         return (
-            f"rate limit {self.rule.rate} reached ({self.rule.scope}); "
+            f"rate limit {self.rule.rate} reached ({self.scope or self.rule.scope}); "
             f"retry in {self.retry_after} s"
         )
+
+
+def _consume(group: str, subject: str, rate: str) -> int | None:
+    """Count one event; the seconds until the window resets when the rate is exceeded."""
+    usage = get_usage(
+        None, group=group, key=lambda _group, _request: subject, rate=rate, increment=True
+    )
+    if usage is not None and usage["should_limit"]:
+        return max(int(usage["time_left"]), 1)
+    return None
 
 
 def rate_limit_consume(
@@ -117,16 +144,26 @@ def rate_limit_consume(
     """
     for rule in policy.rates_for(tool):
         subject = f"key:{key_prefix}" if rule.per_key else f"tenant:{tenant_slug}"
-        usage = get_usage(
-            None,
-            group=f"mcp:{rule.tool or '*'}",
-            key=lambda _group, _request, subject=subject: subject,
-            rate=rule.rate,
-            increment=True,
-        )
-        if usage is not None and usage["should_limit"]:
-            return RateLimitHit(rule=rule, retry_after=max(int(usage["time_left"]), 1))
+        retry_after = _consume(f"mcp:{rule.tool or '*'}", subject, rule.rate)
+        if retry_after is not None:
+            return RateLimitHit(rule=rule, retry_after=retry_after)
     return None
+
+
+QONTAK_CEILING_SCOPE = "requests sent to this tenant's Qontak account"
+
+
+def qontak_request_consume(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:
+    """Count one request about to be sent to Qontak (first try or retry) against the ceiling
+    that protects the customer's Qontak quota. Blocking (cache I/O)."""
+    retry_after = _consume("qontak", f"tenant:{tenant_slug}", policy.qontak_ceiling)
+    if retry_after is None:
+        return None
+    return RateLimitHit(
+        rule=RateRule(rate=policy.qontak_ceiling, tool="", per_key=False),
+        retry_after=retry_after,
+        scope=QONTAK_CEILING_SCOPE,
+    )
 
 
 def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool = False) -> None:
@@ -142,10 +179,31 @@ def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool =
     forget_cached_policies()
 
 
-def tool_access_set(*, tenant: Tenant, tool: str, effect: str) -> None:
+def tool_access_set(
+    *, tenant: Tenant, tool: str, effect: str, api_key: ApiKey | None = None
+) -> None:
     if effect not in ToolPolicy.Effect.values:
         raise InvalidInput(f"'{effect}' is not an access effect: use allow or deny")
+    if api_key is not None and api_key.tenant_id != tenant.pk:
+        raise InvalidInput(f"API key {api_key.prefix} belongs to another tenant")
     ToolPolicy.objects.update_or_create(
-        tenant=tenant, api_key=None, tool=tool, defaults={"effect": effect}
+        tenant=tenant, api_key=api_key, tool=tool, defaults={"effect": effect}
     )
     forget_cached_policies()
+
+
+def policy_changed(sender: type[Model], instance: Model, **kwargs: Any) -> None:
+    """Log every change to a policy row, whichever path made it (admin, command, shell).
+
+    Connected to post_save and post_delete in the app config. Workers other than this one
+    pick the change up within POLICY_CACHE_SECONDS; this one forgets its cache at once.
+    """
+    forget_cached_policies()
+    tenant = getattr(instance, "tenant", None)
+    logger.info(
+        "%s %s: %s",
+        sender._meta.verbose_name,
+        "deleted" if kwargs.get("signal") is post_delete else "saved",
+        instance,
+        extra={"event": "policy_changed", "tenant": getattr(tenant, "slug", None)},
+    )

@@ -131,6 +131,8 @@ QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=SECRET_KEY)
 MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=1_000_000)
 DEFAULT_RATE_LIMIT = env.str("DEFAULT_RATE_LIMIT", default="120/m")
+# Requests sent to one tenant's Qontak account (retries included), to protect its quota.
+QONTAK_REQUEST_CEILING = env.str("QONTAK_REQUEST_CEILING", default="600/m")
 POLICY_CACHE_SECONDS = env.float("POLICY_CACHE_SECONDS", default=2.0)
 
 if not DEBUG:
@@ -140,15 +142,19 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "controlplane.logredact.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "json": {"()": "controlplane.logformat.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
             "filters": ["redact_secrets"],
         }
     },
@@ -158,6 +164,10 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# /metrics: a bearer token, or else only these source networks.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
 
 # `make run` serves here.
 RUN_HOST = env.str("RUN_HOST", default="127.0.0.1")

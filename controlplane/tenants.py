@@ -64,20 +64,28 @@ class IssuedKey:
         return f"IssuedKey(prefix={self.api_key.prefix})"
 
 
-def api_key_issue(*, tenant: Tenant, label: str = "") -> IssuedKey:
+def api_key_issue(*, tenant: Tenant, label: str = "", read_only: bool = False) -> IssuedKey:
     """Create a key; the clear value exists only in the returned object, shown once."""
     key = API_KEY_SCHEME + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
-        tenant=tenant, label=label, prefix=key[:PREFIX_LENGTH], digest=api_key_digest(key)
+        tenant=tenant,
+        label=label,
+        prefix=key[:PREFIX_LENGTH],
+        digest=api_key_digest(key),
+        read_only=read_only,
     )
     return IssuedKey(api_key=api_key, key=key)
 
 
-def api_key_revoke(*, prefix: str) -> ApiKey:
+def api_key_get(*, prefix: str) -> ApiKey:
     try:
-        api_key = ApiKey.objects.select_related("tenant").get(prefix=prefix)
+        return ApiKey.objects.select_related("tenant").get(prefix=prefix)
     except ApiKey.DoesNotExist:
         raise InvalidInput(f"no API key with prefix '{prefix}'") from None
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    api_key = api_key_get(prefix=prefix)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane import qontak_oauth, vault
+from controlplane import metrics, qontak_oauth, vault
 from controlplane.errors import (
     ApplicationError,
     CredentialMissing,
@@ -119,7 +119,10 @@ def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
             try:
                 lock.release()
             except redis.exceptions.LockError:
-                logger.warning("token refresh lock for %s expired before release", tenant.slug)
+                logger.warning(
+                    "token refresh lock expired before release",
+                    extra={"event": "token_lock_expired", "tenant": tenant.slug},
+                )
         return
     with transaction.atomic():
         # Writing the row takes SQLite's write lock; on PostgreSQL it is a row lock too.
@@ -164,10 +167,11 @@ def _store_grant(tenant: Tenant, grant: qontak_oauth.TokenGrant, *, cas: int) ->
             cas=cas,
         )
     except CredentialUnavailable:
+        metrics.TOKEN_REFRESHES.labels(result="unsaved").inc()
         logger.critical(
-            "token_refresh_unsaved tenant=%s: Qontak rotated the refresh token but Vault did "
-            "not store it; the tenant may need re-authorization",
-            tenant.slug,
+            "Qontak rotated the refresh token but Vault did not store it; the tenant may "
+            "need re-authorization",
+            extra={"event": "token_refresh_unsaved", "tenant": tenant.slug},
         )
         raise
     _record_success(tenant, version=version, expires_at=grant.expires_at)
@@ -180,7 +184,12 @@ def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
         base_url=tenant_qontak_base_url(tenant), refresh_token=secret.refresh_token
     )
     version = _store_grant(tenant, grant, cas=secret.version)
-    logger.info("token_refreshed tenant=%s version=%s", tenant.slug, version)
+    metrics.TOKEN_REFRESHES.labels(result="ok").inc()
+    logger.info(
+        "token refreshed, Vault version %s",
+        version,
+        extra={"event": "token_refreshed", "tenant": tenant.slug},
+    )
     return _cache[tenant.slug]
 
 
@@ -218,7 +227,11 @@ def _refresh_guard(tenant: Tenant) -> Iterator[None]:
             yield
     except (ReauthorizationRequired, UpstreamError) as exc:
         _record_failure(tenant, exc)
-        logger.warning("token_refresh_failed tenant=%s reason=%s", tenant.slug, exc)
+        metrics.TOKEN_REFRESHES.labels(result="failed").inc()
+        logger.warning(
+            "token refresh failed",
+            extra={"event": "token_refresh_failed", "tenant": tenant.slug, "reason": exc.message},
+        )
         raise
 
 
@@ -329,7 +342,11 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
                 "revoked. Generate a new one in Qontak and try again."
             ) from exc
         version = _store_grant(tenant, grant, cas=current.version if current else 0)
-    logger.info("token_stored tenant=%s version=%s", tenant.slug, version)
+    logger.info(
+        "refresh token validated and stored, Vault version %s",
+        version,
+        extra={"event": "token_stored", "tenant": tenant.slug},
+    )
 
 
 def tenant_connection_test(*, tenant: Tenant) -> str:

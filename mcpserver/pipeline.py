@@ -18,7 +18,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, live, policies, tokens
+from controlplane import audit, live, metrics, policies, tokens
 from controlplane.errors import (
     ApplicationError,
     CredentialMissing,
@@ -31,7 +31,7 @@ from controlplane.errors import (
 )
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_qontak_base_url
-from mcpserver.qontak.client import TransportFailure, qontak_request
+from mcpserver.qontak.client import QontakResponse, TransportFailure, qontak_request
 from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
 from mcpserver.qontak.errors import upstream_error_message
 
@@ -44,7 +44,17 @@ class Caller:
 
     api_key_id: int
     key_prefix: str
+    read_only: bool
     tenant: Tenant
+    request_id: str
+
+    def log_context(self, **more: Any) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant.slug,
+            "key_prefix": self.key_prefix,
+            "request_id": self.request_id,
+            **more,
+        }
 
 
 @dataclass(frozen=True)
@@ -73,15 +83,27 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (ReauthorizationRequired, ToolCall.Outcome.UNAVAILABLE),
 )
 
+# Python types a declared response shape admits (see Endpoint.response_shape).
+SHAPE_TYPES: dict[str, type] = {"object": dict, "array": list}
+
 
 def _error_result(message: str) -> ToolResult:
     return ToolResult(text=message, structured=None, is_error=True)
 
 
+def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) -> bool:
+    return policy.tool_allowed(
+        tool=endpoint.name,
+        api_key_id=caller.api_key_id,
+        key_read_only=caller.read_only,
+        tool_read_only=bool(endpoint.annotations.read_only_hint),
+    )
+
+
 async def visible_tools(caller: Caller) -> list[Endpoint]:
     """The tools this caller may use: the same policy tools/call enforces."""
     policy = await database_sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
-    return [e for e in ENDPOINTS if policy.tool_allowed(tool=e.name, api_key_id=caller.api_key_id)]
+    return [endpoint for endpoint in ENDPOINTS if _allowed(policy, caller, endpoint)]
 
 
 def _describe_validation_error(endpoint: Endpoint, error: ValidationError) -> str:
@@ -99,6 +121,21 @@ def _validated_input(endpoint: Endpoint, arguments: dict[str, Any]) -> BaseModel
         raise InvalidInput(_describe_validation_error(endpoint, exc)) from None
 
 
+def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> None:
+    """Rate limits, then the first request of the Qontak ceiling: one thread hop for both."""
+    hit = policies.rate_limit_consume(
+        policy=policy, tenant_slug=caller.tenant.slug, key_prefix=caller.key_prefix, tool=tool
+    ) or policies.qontak_request_consume(policy=policy, tenant_slug=caller.tenant.slug)
+    if hit is not None:
+        metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope or hit.rule.scope).inc()
+        logger.info(
+            "rate_limited: %s",
+            hit.message,
+            extra={"event": "rate_limited", **caller.log_context(tool=tool)},
+        )
+        raise RateLimited(hit.message, retry_after=hit.retry_after)
+
+
 async def _access_token(caller: Caller, stale_token: str | None = None) -> str:
     if stale_token is None:
         cached = tokens.cached_access_token(caller.tenant.slug)
@@ -108,45 +145,68 @@ async def _access_token(caller: Caller, stale_token: str | None = None) -> str:
         return await database_sync_to_async(tokens.access_token_for)(
             tenant=caller.tenant, stale_token=stale_token
         )
-    except CredentialUnavailable:
+    except CredentialUnavailable as exc:
+        logger.warning(
+            "vault_unavailable: %s",
+            exc.message,
+            extra={"event": "vault_unavailable", **caller.log_context()},
+        )
         still_valid = tokens.cached_token_still_valid(caller.tenant.slug)
         if still_valid is not None and still_valid != stale_token:
-            logger.warning("vault_unavailable tenant=%s: using cached token", caller.tenant.slug)
             return still_valid
         raise
 
 
-async def _call_qontak(caller: Caller, endpoint: Endpoint, data: BaseModel) -> Completed:
+async def _send(
+    caller: Caller, policy: policies.TenantPolicy, endpoint: Endpoint, data: BaseModel
+) -> QontakResponse:
+    """The Qontak request, with one refresh-and-retry on 401; every retry counts against
+    the tenant's Qontak ceiling, the first request was counted at admission."""
     path, params, body = endpoint.request_parts(data)
-    base_url = tenant_qontak_base_url(caller.tenant)
-    token = await _access_token(caller)
-    try:
-        response = await qontak_request(
-            base_url=base_url,
+
+    async def count_retry() -> None:
+        hit = await database_sync_to_async(policies.qontak_request_consume)(
+            policy=policy, tenant_slug=caller.tenant.slug
+        )
+        if hit is not None:
+            raise RateLimited(hit.message, retry_after=hit.retry_after)
+
+    async def attempt(token: str) -> QontakResponse:
+        return await qontak_request(
+            base_url=tenant_qontak_base_url(caller.tenant),
             access_token=token,
             method=endpoint.method,
             path=path,
             params=params,
             json_body=body,
+            before_retry=count_retry,
         )
+
+    token = await _access_token(caller)
+    try:
+        response = await attempt(token)
         if response.status == 401:
-            token = await _access_token(caller, stale_token=token)
-            response = await qontak_request(
-                base_url=base_url,
-                access_token=token,
-                method=endpoint.method,
-                path=path,
-                params=params,
-                json_body=body,
-            )
+            await count_retry()
+            response = await attempt(await _access_token(caller, stale_token=token))
     except TransportFailure as exc:
         raise UpstreamError(str(exc)) from exc
     if response.status >= 400:
-        raise UpstreamError(
-            upstream_error_message(endpoint, response, path), status=response.status
-        )
+        message = upstream_error_message(endpoint, response, path)
+        raise UpstreamError(message, status=response.status)
+    return response
+
+
+def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) -> Completed:
     payload = response.payload if isinstance(response.payload, dict) else {}
-    structured = {"response": endpoint.present(payload.get("response"), data)}
+    answer = payload.get("response")
+    shape = (endpoint.response_shape or {}).get("type")
+    if shape in SHAPE_TYPES and not isinstance(answer, SHAPE_TYPES[shape]):
+        raise UpstreamError(
+            f"Qontak answered {endpoint.name} with an unexpected shape "
+            f"(expected an {shape}); retry later or report it",
+            status=response.status,
+        )
+    structured = {"response": endpoint.present(answer, data)}
     return Completed(
         result=ToolResult(
             text=json.dumps(structured, ensure_ascii=False), structured=structured, is_error=False
@@ -161,20 +221,16 @@ async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]
     if endpoint is None:
         raise InvalidInput(f"unknown tool '{tool}': call tools/list to see the available tools")
     policy = await database_sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
-    if not policy.tool_allowed(tool=tool, api_key_id=caller.api_key_id):
+    if not _allowed(policy, caller, endpoint):
+        logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
         raise ToolDenied(f"tool '{tool}' is not available to this API key")
     data = _validated_input(endpoint, arguments)
-    hit = await database_sync_to_async(policies.rate_limit_consume)(
-        policy=policy, tenant_slug=caller.tenant.slug, key_prefix=caller.key_prefix, tool=tool
-    )
-    if hit is not None:
-        raise RateLimited(hit.message, retry_after=hit.retry_after)
-    return await _call_qontak(caller, endpoint, data)
+    await database_sync_to_async(_admit)(policy, caller, tool)
+    response = await _send(caller, policy, endpoint, data)
+    return _completed(endpoint, data, response)
 
 
-async def run_tool_call(
-    caller: Caller, tool: str, arguments: dict[str, Any] | None, request_id: str
-) -> ToolResult:
+async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | None) -> ToolResult:
     """Run one tools/call through the chain and audit it, whatever happens."""
     started = time.perf_counter()
     arguments = arguments or {}
@@ -188,12 +244,17 @@ async def run_tool_call(
         status = exc.status if isinstance(exc, UpstreamError) else None
         completed = Completed(_error_result(exc.message), outcome, status)
     except Exception:
-        logger.exception("tool_call_failed tool=%s request_id=%s", tool, request_id)
+        logger.exception(
+            "tool call failed unexpectedly",
+            extra={"event": "tool_call_failed", **caller.log_context(tool=tool)},
+        )
         completed = Completed(
-            _error_result(f"internal error while running {tool}; reference {request_id}"),
+            _error_result(f"internal error while running {tool}; reference {caller.request_id}"),
             ToolCall.Outcome.INTERNAL_ERROR,
         )
-    latency_ms = (time.perf_counter() - started) * 1000
+    elapsed = time.perf_counter() - started
+    metrics.TOOL_CALLS.labels(tool=tool[:100], outcome=completed.outcome).inc()
+    metrics.TOOL_CALL_LATENCY.observe(elapsed)
     row = await database_sync_to_async(audit.tool_call_record)(
         audit.ToolCallRecord(
             tenant_id=caller.tenant.pk,
@@ -203,8 +264,8 @@ async def run_tool_call(
             arguments=arguments,
             outcome=completed.outcome,
             upstream_status=completed.upstream_status,
-            latency_ms=latency_ms,
-            request_id=request_id,
+            latency_ms=elapsed * 1000,
+            request_id=caller.request_id,
             message="" if not completed.result.is_error else completed.result.text,
         )
     )

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "qontak-mcp-controlplane"
 CALLER_STATE_KEY = "qontak_caller"
-REQUEST_ID_STATE_KEY = "request_id"
 
 
 def _caller(ctx: ServerRequestContext[Any]) -> pipeline.Caller:
@@ -39,11 +38,6 @@ def _caller(ctx: ServerRequestContext[Any]) -> pipeline.Caller:
         raise RuntimeError("the MCP endpoint is only served over HTTP")
     caller: pipeline.Caller = request.scope["state"][CALLER_STATE_KEY]
     return caller
-
-
-def _request_id(ctx: ServerRequestContext[Any]) -> str:
-    request = ctx.request
-    return str(request.scope["state"].get(REQUEST_ID_STATE_KEY, "")) if request else ""
 
 
 async def list_tools(
@@ -67,9 +61,7 @@ async def list_tools(
 async def call_tool(
     ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
-    result = await pipeline.run_tool_call(
-        _caller(ctx), params.name, params.arguments, _request_id(ctx)
-    )
+    result = await pipeline.run_tool_call(_caller(ctx), params.name, params.arguments)
     return types.CallToolResult(
         content=[types.TextContent(text=result.text)],
         structured_content=result.structured,
@@ -168,19 +160,28 @@ def _request_id_from(scope: Scope) -> str:
 
 async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
+    request_id = _request_id_from(scope)
     key = _bearer_key(scope)
     if key is None:
-        logger.info("auth_failed reason=missing_key path=%s", scope.get("path"))
+        logger.info(
+            "auth_failed: no bearer key",
+            extra={"event": "auth_failed", "reason": "missing_key", "request_id": request_id},
+        )
         await _reject_unauthenticated(send, "send Authorization: Bearer <API key>")
         return
     api_key = await database_sync_to_async(api_key_authenticate)(key=key)
     if api_key is None:
-        logger.info("auth_failed reason=unknown_or_revoked_key")
+        logger.info(
+            "auth_failed: unknown, revoked or expired key",
+            extra={"event": "auth_failed", "reason": "invalid_key", "request_id": request_id},
+        )
         await _reject_unauthenticated(send, "the API key is unknown, revoked or expired")
         return
-    state = scope.setdefault("state", {})
-    state[CALLER_STATE_KEY] = pipeline.Caller(
-        api_key_id=api_key.pk, key_prefix=api_key.prefix, tenant=api_key.tenant
+    scope.setdefault("state", {})[CALLER_STATE_KEY] = pipeline.Caller(
+        api_key_id=api_key.pk,
+        key_prefix=api_key.prefix,
+        read_only=api_key.read_only,
+        tenant=api_key.tenant,
+        request_id=request_id,
     )
-    state[REQUEST_ID_STATE_KEY] = _request_id_from(scope)
     await session_manager.handle_request(scope, receive, send)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +71,12 @@ async def qontak_request(
     path: str,
     params: dict[str, Any] | None = None,
     json_body: Any = None,
+    before_retry: Callable[[], Awaitable[None]] | None = None,
 ) -> QontakResponse:
-    """Send one API request; returns whatever status Qontak answered (errors included)."""
+    """Send one API request; returns whatever status Qontak answered (errors included).
+
+    `before_retry` runs before each retry and may raise to stop retrying (quota ceilings).
+    """
     url = base_url.rstrip("/") + path
     headers = {"Authorization": f"Bearer {access_token}"}
     attempt = 0
@@ -88,6 +93,8 @@ async def qontak_request(
         wait = _retry_wait(response, attempt)
         logger.info("qontak_retry status=%s wait=%.2fs path=%s", response.status_code, wait, path)
         await asyncio.sleep(wait)
+        if before_retry is not None:
+            await before_retry()
         attempt += 1
     try:
         payload: Any = response.json()

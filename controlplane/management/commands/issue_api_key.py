@@ -13,9 +13,18 @@ class Command(ServiceCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("--label", default="", help="Who or what uses the key.")
+        parser.add_argument(
+            "--read-only",
+            action="store_true",
+            help="Only tools annotated readOnlyHint are listed and callable with this key.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        issued = api_key_issue(tenant=tenant_get(slug=options["slug"]), label=options["label"])
+        issued = api_key_issue(
+            tenant=tenant_get(slug=options["slug"]),
+            label=options["label"],
+            read_only=options["read_only"],
+        )
         self.stderr.write(
             f"Issued key {issued.api_key.prefix}… for {options['slug']}. "
             "It is not stored anywhere: copy it now."
