@@ -313,3 +313,33 @@ def test_metrics_count_calls_by_tool_and_outcome(control_plane, make_tenant):
     )
     assert float(line.split()[-1]) >= 2
     assert "qmcp_tool_call_latency_seconds_bucket" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_audit_write_is_logged_loudly_and_counted(monkeypatch, caplog):
+    from django.db import DatabaseError
+
+    from controlplane import audit, metrics
+
+    tenant = tenant_create(slug=f"aw-{uuid.uuid4().hex[:6]}")
+    issued = api_key_issue(tenant=tenant)
+
+    def broken_create(**kwargs: Any) -> Any:
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(ToolCall.objects, "create", broken_create)
+    before = metrics.AUDIT_WRITE_FAILURES._value.get()
+    caller = pipeline.Caller(
+        api_key_id=issued.api_key.pk,
+        key_prefix=issued.api_key.prefix,
+        read_only=False,
+        tenant=tenant,
+        request_id="req-audit",
+    )
+    result = asyncio.run(pipeline.run_tool_call(caller, "no_such_tool", {}))
+    assert result.is_error  # the caller still gets its answer
+    assert metrics.AUDIT_WRITE_FAILURES._value.get() == before + 1
+    assert audit.audit_write_failures >= 1
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_failed"]
+    assert logged and logged[0].levelno == logging.ERROR
+    assert logged[0].request_id == "req-audit"

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import pytest
 from django.conf import settings
@@ -186,6 +187,9 @@ def test_vault_outage_keeps_warm_tenants_working_and_others_get_a_clear_error(
         cold_refreshes = simulator_account(simulator, cold.account)["refresh_count"]
 
         bao.stop()
+        health = httpx.get(server.url + "/healthz")
+        assert health.status_code == 503
+        assert health.json()["checks"]["vault"]["ok"] is False
         assert not with_mcp(server.mcp_url, warm.key, "2026-07-28", _get_contact).is_error
         refused = with_mcp(server.mcp_url, cold.key, "2026-07-28", _get_contact)
         assert refused.is_error
@@ -293,3 +297,40 @@ def test_rotate_tokens_reports_invalid_grant_and_exits_non_zero(make_tenant, sim
     assert "rotated" in lines[healthy.tenant.slug]
     assert "failed" in lines[broken.tenant.slug]
     assert "re-authorize in Qontak" in lines[broken.tenant.slug]
+
+
+def test_rotate_tokens_shows_progress_on_a_terminal(make_tenant):
+    import pty
+
+    demo = make_tenant()
+    leader, follower = pty.openpty()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "VAULT_ADDR": settings.VAULT_ADDR,
+        "VAULT_TOKEN": settings.VAULT_TOKEN,
+    }
+    run = subprocess.run(
+        [sys.executable, "manage.py", "rotate_tokens", "--tenant", demo.tenant.slug],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(leader)
+    assert run.returncode == 0
+    assert f"1/1 {demo.tenant.slug}".encode() in terminal
+    assert b"[##############################]" in terminal
+    assert demo.tenant.slug in run.stdout and "fresh" in run.stdout
