@@ -80,6 +80,7 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    os.environ.setdefault("LOG_FORMAT", "plain")  # a person reads this terminal
     started, uses_simulator = _start_dependencies()
     try:
         import django
