@@ -198,15 +198,16 @@ async def _send(
 
 def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) -> Completed:
     payload = response.payload if isinstance(response.payload, dict) else {}
-    answer = payload.get("response")
+    answer = endpoint.present(payload.get("response"), data)
     shape = (endpoint.response_shape or {}).get("type")
     if shape in SHAPE_TYPES and not isinstance(answer, SHAPE_TYPES[shape]):
+        # The declared outputSchema would make the client reject the result: say why instead.
         raise UpstreamError(
             f"Qontak answered {endpoint.name} with an unexpected shape "
             f"(expected an {shape}); retry later or report it",
             status=response.status,
         )
-    structured = {"response": endpoint.present(answer, data)}
+    structured = {"response": answer}
     return Completed(
         result=ToolResult(
             text=json.dumps(structured, ensure_ascii=False), structured=structured, is_error=False

@@ -343,3 +343,16 @@ def test_a_failed_audit_write_is_logged_loudly_and_counted(monkeypatch, caplog):
     logged = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_failed"]
     assert logged and logged[0].levelno == logging.ERROR
     assert logged[0].request_id == "req-audit"
+
+
+def test_an_answer_that_breaks_the_declared_output_schema_is_an_upstream_error():
+    from controlplane.errors import UpstreamError
+    from mcpserver.qontak.client import QontakResponse
+
+    endpoint = endpoints.ENDPOINTS_BY_NAME["list_contacts"]
+    data = endpoint.input_model.model_validate({})
+    odd = QontakResponse(status=200, payload={"response": {"id": 1}})
+    with pytest.raises(UpstreamError, match="unexpected shape"):
+        pipeline._completed(endpoint, data, odd)
+    fine = QontakResponse(status=200, payload={"response": [{"id": 1}]})
+    assert pipeline._completed(endpoint, data, fine).structured == {"response": [{"id": 1}]}
