@@ -355,4 +355,4 @@ def test_an_answer_that_breaks_the_declared_output_schema_is_an_upstream_error()
     with pytest.raises(UpstreamError, match="unexpected shape"):
         pipeline._completed(endpoint, data, odd)
     fine = QontakResponse(status=200, payload={"response": [{"id": 1}]})
-    assert pipeline._completed(endpoint, data, fine).structured == {"response": [{"id": 1}]}
+    assert pipeline._completed(endpoint, data, fine).result.structured == {"response": [{"id": 1}]}
