@@ -23,13 +23,16 @@ if settings.SERVE_STATIC:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from controlplane.routing import websocket_urlpatterns  # noqa: E402
 from mcpserver.server import lifespan, mcp_endpoint  # noqa: E402
 
 MCP_PATH = "/mcp"
 
-websockets = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+# The Origin check is the websocket's CSRF protection: the browser sends the admin's session
+# cookie to any page's websocket, so only pages served from ALLOWED_HOSTS may open one.
+websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
 
 async def _serve_lifespan(receive: Receive, send: Send) -> None:

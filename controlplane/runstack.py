@@ -81,6 +81,9 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     os.environ.setdefault("LOG_FORMAT", "plain")  # a person reads this terminal
+    # The demo serves plain HTTP on loopback; not every browser keeps Secure cookies there.
+    os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+    os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
     started, uses_simulator = _start_dependencies()
     try:
         import django
