@@ -1,5 +1,13 @@
-"""Websocket routes (the live activity feed arrives with the operator dashboard)."""
+"""Websocket routes, served by controlplane.asgi behind session auth and an Origin check."""
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import path
+
+from controlplane.consumers import LiveFeedConsumer
+
+LIVE_FEED_PATH = "ws/tool-calls/"
+
+websocket_urlpatterns: list[Any] = [
+    path(LIVE_FEED_PATH, LiveFeedConsumer.as_asgi(), name="live-feed-socket"),
+]

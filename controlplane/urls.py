@@ -1,10 +1,14 @@
 from django.contrib import admin
 from django.urls import path
 
+from controlplane.admin import dashboard_view, live_feed_view, operator_view
 from controlplane.health import healthz
 from controlplane.metrics import metrics_view
 
 urlpatterns = [
+    # Before admin.site.urls, whose catch-all would otherwise answer these paths with 404.
+    path("admin/dashboard/", operator_view(dashboard_view), name="operator-dashboard"),
+    path("admin/live/", operator_view(live_feed_view), name="operator-live-feed"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),

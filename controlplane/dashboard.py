@@ -1,0 +1,303 @@
+"""Selectors for the operator dashboard: what the assistants did in the last hour, per tenant.
+
+Read-only. Every query is aggregated in the database and bounded to the window (one hour by
+default), so the page costs a fixed handful of queries however many calls were made: one for
+tenants, one per aggregate (minutes x outcomes, tools, keys) and two per percentile.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Count, F, Max, Q, QuerySet, Window
+from django.db.models.functions import Ceil, RowNumber, TruncMinute
+from django.utils import timezone
+
+from controlplane.models import QontakCredential, Tenant, ToolCall
+
+# The four outcome groups an operator reads at a glance; everything not listed is an error.
+OUTCOME_GROUPS = ("ok", "denied", "rate_limited", "error")
+_GROUP_OF: dict[str, str] = {
+    ToolCall.Outcome.OK: "ok",
+    ToolCall.Outcome.DENIED: "denied",
+    ToolCall.Outcome.RATE_LIMITED: "rate_limited",
+}
+
+
+def outcome_group(outcome: str) -> str:
+    """ok, denied, rate_limited, or error (invalid input, upstream, unavailable, internal)."""
+    return _GROUP_OF.get(outcome, "error")
+
+
+@dataclass
+class OutcomeCounts:
+    ok: int = 0
+    denied: int = 0
+    rate_limited: int = 0
+    error: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.denied + self.rate_limited + self.error
+
+    def add(self, outcome: str, count: int) -> None:
+        group = outcome_group(outcome)
+        setattr(self, group, getattr(self, group) + count)
+
+    def merge(self, other: OutcomeCounts) -> None:
+        for group, count in other.items():
+            setattr(self, group, getattr(self, group) + count)
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(group, getattr(self, group)) for group in OUTCOME_GROUPS]
+
+
+@dataclass
+class MinuteBucket:
+    start: datetime
+    outcomes: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(frozen=True)
+class ToolCount:
+    tool: str
+    outcomes: OutcomeCounts
+
+    @property
+    def calls(self) -> int:
+        return self.outcomes.total
+
+    @property
+    def failed(self) -> int:
+        """Calls that did not succeed: denied, rate-limited or errors."""
+        return self.outcomes.total - self.outcomes.ok
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    prefix: str
+    label: str
+    read_only: bool
+    revoked: bool
+    calls: int
+    last_call: datetime
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    status: str
+    label: str
+    expires_at: datetime | None
+    last_refreshed_at: datetime | None
+    last_error: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == QontakCredential.Status.VALID
+
+
+@dataclass
+class Activity:
+    """Calls in the window: per-minute outcome counts, totals, latency percentiles, top tools."""
+
+    minutes: list[MinuteBucket]
+    outcomes: OutcomeCounts = field(default_factory=OutcomeCounts)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    top_tools: list[ToolCount] = field(default_factory=list)
+
+
+@dataclass
+class TenantActivity:
+    tenant_id: int
+    slug: str
+    name: str
+    is_active: bool
+    token: TokenStatus
+    usable_keys: int
+    activity: Activity
+    keys_in_use: list[KeyUsage] = field(default_factory=list)
+
+
+@dataclass
+class Dashboard:
+    since: datetime
+    until: datetime
+    overall: Activity
+    tenants: list[TenantActivity]
+
+    @property
+    def busy_tenants(self) -> list[TenantActivity]:
+        return [t for t in self.tenants if t.activity.outcomes.total]
+
+    @property
+    def quiet_tenants(self) -> list[TenantActivity]:
+        return [t for t in self.tenants if not t.activity.outcomes.total]
+
+
+def _empty_minutes(since: datetime, count: int) -> list[MinuteBucket]:
+    return [MinuteBucket(start=since + timedelta(minutes=i)) for i in range(count)]
+
+
+def _nearest_rank_latencies(calls: QuerySet[ToolCall], quantile: float) -> dict[int | None, float]:
+    """Latency at `quantile` (nearest rank) per tenant, and for all tenants under key None.
+
+    Each row is numbered within its tenant by latency and the one at rank ceil(q * n) is kept,
+    in the database, with window functions (SQLite and PostgreSQL alike).
+    """
+    per_tenant = (
+        calls.annotate(
+            rank=Window(RowNumber(), partition_by=[F("tenant_id")], order_by=F("latency_ms").asc()),
+            size=Window(Count("id"), partition_by=[F("tenant_id")]),
+        )
+        .filter(rank=_rank_at(quantile))
+        .values_list("tenant_id", "latency_ms")
+    )
+    overall = (
+        calls.annotate(
+            rank=Window(RowNumber(), order_by=F("latency_ms").asc()),
+            size=Window(Count("id")),
+        )
+        .filter(rank=_rank_at(quantile))
+        .values_list("latency_ms", flat=True)
+    )
+    found: dict[int | None, float] = dict(per_tenant)
+    for latency in overall:
+        found[None] = latency
+    return found
+
+
+def _rank_at(quantile: float) -> Ceil:
+    """ceil(q * size) as a database expression: the nearest-rank definition of a percentile."""
+    return Ceil(F("size") * quantile)
+
+
+def _token_status(tenant: Tenant) -> TokenStatus:
+    credential: QontakCredential | None = getattr(tenant, "credential", None)
+    if credential is None:
+        return TokenStatus("missing", "No credential reference", None, None, "")
+    return TokenStatus(
+        status=credential.status,
+        label=credential.get_status_display(),
+        expires_at=credential.access_token_expires_at,
+        last_refreshed_at=credential.last_refreshed_at,
+        last_error=credential.last_error,
+    )
+
+
+def _top(counts: Iterable[ToolCount], top_n: int) -> list[ToolCount]:
+    return sorted(counts, key=lambda t: (-t.calls, t.tool))[:top_n]
+
+
+def dashboard_activity(
+    *,
+    now: datetime | None = None,
+    minutes: int = 60,
+    top_n: int = 5,
+    tenant_slug: str = "",
+) -> Dashboard:
+    """Activity of every tenant (or one, by slug) in the last `minutes`, busiest first.
+
+    The window starts on a minute boundary so each bar of the per-minute chart is a whole
+    minute except the current one.
+    """
+    now = now or timezone.now()
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    tenants_qs = Tenant.objects.select_related("credential").annotate(
+        usable_keys=Count(
+            "api_keys",
+            filter=Q(api_keys__revoked_at__isnull=True)
+            & (Q(api_keys__expires_at__isnull=True) | Q(api_keys__expires_at__gt=now)),
+        )
+    )
+    calls = ToolCall.objects.filter(created_at__gte=since, created_at__lte=now).order_by()
+    if tenant_slug:
+        tenants_qs = tenants_qs.filter(slug=tenant_slug)
+        calls = calls.filter(tenant__slug=tenant_slug)
+
+    overall = Activity(minutes=_empty_minutes(since, minutes))
+    by_tenant: dict[int, Activity] = defaultdict(
+        lambda: Activity(minutes=_empty_minutes(since, minutes))
+    )
+
+    per_minute = (
+        calls.annotate(minute=TruncMinute("created_at"))
+        .values_list("tenant_id", "minute", "outcome")
+        .annotate(count=Count("id"))
+    )
+    for tenant_id, minute, outcome, count in per_minute:
+        index = int((minute - since).total_seconds() // 60)
+        if not 0 <= index < minutes:
+            continue
+        for activity in (by_tenant[tenant_id], overall):
+            activity.minutes[index].outcomes.add(outcome, count)
+            activity.outcomes.add(outcome, count)
+
+    tools = calls.values_list("tool", "tenant_id").annotate(
+        total=Count("id"),
+        ok=Count("id", filter=Q(outcome=ToolCall.Outcome.OK)),
+        denied=Count("id", filter=Q(outcome=ToolCall.Outcome.DENIED)),
+        rate_limited=Count("id", filter=Q(outcome=ToolCall.Outcome.RATE_LIMITED)),
+    )
+    tenant_tools: dict[int, list[ToolCount]] = defaultdict(list)
+    overall_tools: dict[str, OutcomeCounts] = defaultdict(OutcomeCounts)
+    for tool, tenant_id, total, ok, denied, rate_limited in tools:
+        counts = OutcomeCounts(
+            ok=ok,
+            denied=denied,
+            rate_limited=rate_limited,
+            error=total - ok - denied - rate_limited,
+        )
+        tenant_tools[tenant_id].append(ToolCount(tool, counts))
+        overall_tools[tool].merge(counts)
+    for tenant_id, counts_by_tool in tenant_tools.items():
+        by_tenant[tenant_id].top_tools = _top(counts_by_tool, top_n)
+    overall.top_tools = _top((ToolCount(t, c) for t, c in overall_tools.items()), top_n)
+
+    for quantile, attribute in ((0.5, "p50_ms"), (0.95, "p95_ms")):
+        for tenant_key, latency in _nearest_rank_latencies(calls, quantile).items():
+            target = overall if tenant_key is None else by_tenant[tenant_key]
+            setattr(target, attribute, latency)
+
+    keys: dict[int, list[KeyUsage]] = defaultdict(list)
+    key_rows = (
+        calls.values_list(
+            "tenant_id",
+            "key_prefix",
+            "api_key__label",
+            "api_key__read_only",
+            "api_key__revoked_at",
+        )
+        .annotate(count=Count("id"), last=Max("created_at"))
+        .order_by("-count")
+    )
+    for tenant_id, prefix, label, read_only, revoked_at, count, last in key_rows:
+        keys[tenant_id].append(
+            KeyUsage(
+                prefix=prefix,
+                label=label or "",
+                read_only=bool(read_only),
+                revoked=revoked_at is not None,
+                calls=count,
+                last_call=last,
+            )
+        )
+
+    tenant_rows = [
+        TenantActivity(
+            tenant_id=tenant.pk,
+            slug=tenant.slug,
+            name=tenant.name,
+            is_active=tenant.is_active,
+            token=_token_status(tenant),
+            usable_keys=tenant.usable_keys,
+            activity=by_tenant.get(tenant.pk) or Activity(minutes=_empty_minutes(since, minutes)),
+            keys_in_use=keys.get(tenant.pk, []),
+        )
+        for tenant in tenants_qs
+    ]
+    tenant_rows.sort(key=lambda t: (-t.activity.outcomes.total, t.slug))
+    return Dashboard(since=since, until=now, overall=overall, tenants=tenant_rows)
