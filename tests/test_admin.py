@@ -78,7 +78,7 @@ def test_revoke_action_revokes_selected_keys(operator):
     issued = api_key_issue(tenant=tenant)
     operator.post(
         reverse("admin:controlplane_apikey_changelist"),
-        {"action": "revoke", "_selected_action": [issued.api_key.pk]},
+        {"action": "revoke", "_selected_action": [issued.api_key.pk], "confirmed": "yes"},
     )
     assert ApiKey.objects.get(pk=issued.api_key.pk).revoked_at is not None
 
@@ -143,7 +143,9 @@ def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, open
     selected = [ready.pk, empty.pk]
 
     rotated = operator.post(
-        changelist, {"action": "rotate_now", "_selected_action": selected}, follow=True
+        changelist,
+        {"action": "rotate_now", "_selected_action": selected, "confirmed": "yes"},
+        follow=True,
     )
     shown = " | ".join(_messages(rotated))
     assert "ready: rotated" in shown
@@ -157,3 +159,247 @@ def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, open
     assert "set_refresh_token empty" in shown
     listing = operator.get(changelist).content.decode()
     assert "Valid" in listing and "No refresh token stored" in listing
+
+
+# Operator ergonomics (issue 6) and the audit list (issue 5).
+
+
+def _call(tenant, **fields) -> ToolCall:
+    values = {
+        "key_prefix": "qmcp_x",
+        "tool": "get_contact",
+        "outcome": "ok",
+        "latency_ms": 5.0,
+        "arguments_digest": "0" * 64,
+        "request_id": "r",
+        **fields,
+    }
+    return ToolCall.objects.create(tenant=tenant, **values)
+
+
+def _form_data(response) -> dict:
+    """What the browser would post back: the admin form and its inlines as rendered."""
+    data: dict = {}
+
+    def add(form) -> None:
+        for name in form.fields:
+            value = form[name].value()
+            if value is None or value is False:
+                continue
+            data[form.add_prefix(name)] = "on" if value is True else value
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[management.add_prefix(name)] = management[name].value()
+        for form in inline.formset.forms:
+            add(form)
+    return data
+
+
+def test_destructive_actions_ask_for_confirmation_before_doing_anything(operator):
+    from controlplane.tenants import api_key_issue
+
+    tenant = tenant_create(slug="careful")
+    issued = api_key_issue(tenant=tenant)
+    for changelist, action, selected in (
+        ("admin:controlplane_apikey_changelist", "revoke", issued.api_key.pk),
+        ("admin:controlplane_tenant_changelist", "revoke_all_keys", tenant.pk),
+        ("admin:controlplane_tenant_changelist", "rotate_now", tenant.pk),
+    ):
+        page = operator.post(
+            reverse(changelist), {"action": action, "_selected_action": [selected]}
+        )
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'name="confirmed" value="yes"' in html, action
+        assert f'name="action" value="{action}"' in html
+        assert "No, take me back" in html
+    assert ApiKey.objects.get(pk=issued.api_key.pk).revoked_at is None
+
+
+def test_revoking_every_key_of_a_tenant_leaves_other_tenants_keys_alone(operator):
+    from controlplane.tenants import api_key_issue
+
+    leaked = tenant_create(slug="leaked")
+    other = tenant_create(slug="other")
+    for _ in range(2):
+        api_key_issue(tenant=leaked)
+    kept = api_key_issue(tenant=other).api_key
+    response = operator.post(
+        reverse("admin:controlplane_tenant_changelist"),
+        {"action": "revoke_all_keys", "_selected_action": [leaked.pk], "confirmed": "yes"},
+        follow=True,
+    )
+    assert "Revoked 2 key(s)." in _messages(response)
+    assert not ApiKey.objects.filter(tenant=leaked, revoked_at__isnull=True).exists()
+    assert ApiKey.objects.get(pk=kept.pk).revoked_at is None
+
+
+def test_audit_list_filters_by_tenant_key_tool_outcome_and_date(operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.tenants import api_key_issue
+
+    acme = tenant_create(slug="acme")
+    globex = tenant_create(slug="globex")
+    key = api_key_issue(tenant=acme).api_key
+    wanted = _call(acme, api_key=key, key_prefix=key.prefix, tool="create_deal", outcome="denied")
+    _call(acme, tool="create_deal", outcome="ok")
+    _call(globex, tool="create_deal", outcome="denied")
+    _call(
+        acme,
+        api_key=key,
+        tool="create_deal",
+        outcome="denied",
+        created_at=timezone.now() - timedelta(days=10),
+    )
+    today = timezone.now().date()
+    query = {
+        "tenant__id__exact": acme.pk,
+        "api_key__id__exact": key.pk,
+        "tool": "create_deal",
+        "outcome__exact": "denied",
+        "created_at__gte": f"{today} 00:00:00+00:00",
+        "created_at__lt": f"{today + timedelta(days=1)} 00:00:00+00:00",
+    }
+    response = operator.get(reverse("admin:controlplane_toolcall_changelist"), query)
+    assert response.status_code == 200
+    assert [call.pk for call in response.context["cl"].result_list] == [wanted.pk]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_list_can_be_searched(operator, model):
+    tenant_create(slug="findme")
+    response = operator.get(reverse(f"admin:controlplane_{model}_changelist"), {"q": "findme"})
+    assert response.status_code == 200
+    assert response.context["cl"].list_filter, f"{model} has no list filters"
+
+
+def _csv_rows(response) -> list[list[str]]:
+    import csv
+
+    assert response.streaming
+    assert response.is_async, "a sync iterator would be buffered whole under ASGI"
+    assert response["Content-Type"] == "text/csv"
+    with pytest.warns(Warning, match="asynchronous iterators"):  # the test client is sync
+        text = b"".join(response).decode()
+    return list(csv.reader(text.splitlines()))
+
+
+def test_export_link_streams_the_filtered_audit_list_as_csv(operator):
+    acme = tenant_create(slug="acme")
+    globex = tenant_create(slug="globex")
+    _call(acme, tool="list_deals", outcome="ok")
+    _call(acme, tool='=HYPERLINK("http://evil")', outcome="invalid_input")
+    _call(globex, tool="list_deals")
+    changelist = operator.get(
+        reverse("admin:controlplane_toolcall_changelist"), {"tenant__id__exact": acme.pk}
+    )
+    export_url = reverse("admin:controlplane_toolcall_export") + f"?tenant__id__exact={acme.pk}"
+    assert export_url in changelist.content.decode()
+
+    rows = _csv_rows(operator.get(export_url))
+
+    assert rows[0][:5] == ["created_at", "tenant", "key_prefix", "tool", "outcome"]
+    assert [(row[1], row[3]) for row in rows[1:]] == [
+        ("acme", "list_deals"),
+        ("acme", '\'=HYPERLINK("http://evil")'),  # a spreadsheet will not run it
+    ]
+
+
+def test_export_action_streams_the_selected_calls(operator):
+    tenant = tenant_create(slug="picked")
+    picked = _call(tenant, tool="get_deal")
+    _call(tenant, tool="get_note")
+    response = operator.post(
+        reverse("admin:controlplane_toolcall_changelist"),
+        {"action": "export_csv", "_selected_action": [picked.pk]},
+    )
+    rows = _csv_rows(response)
+    assert [row[3] for row in rows[1:]] == ["get_deal"]
+
+
+def test_issuing_a_read_only_key_and_seeing_it_in_the_key_list(operator):
+    tenant = tenant_create(slug="reader")
+    operator.post(
+        reverse("admin:controlplane_apikey_add"),
+        {
+            "tenant": tenant.pk,
+            "label": "analyst",
+            "read_only": "on",
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+    )
+    key = ApiKey.objects.get(tenant=tenant)
+    assert key.read_only
+    listing = operator.get(reverse("admin:controlplane_apikey_changelist"), {"read_only__exact": 1})
+    assert list(listing.context["cl"].result_list) == [key]
+    change = operator.get(reverse("admin:controlplane_apikey_change", args=[key.pk]))
+    assert "tenant" not in change.context["adminform"].form.fields  # a key never changes tenant
+    assert "read_only" in change.context["adminform"].form.fields
+
+
+def test_tenant_admin_sets_and_lists_the_qontak_request_ceiling(operator):
+    tenant = tenant_create(slug="quota")
+    page = operator.get(reverse("admin:controlplane_tenant_change", args=[tenant.pk]))
+    data = _form_data(page)
+    data["qontak_request_ceiling"] = "300/m"
+    response = operator.post(reverse("admin:controlplane_tenant_change", args=[tenant.pk]), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Tenant.objects.get(pk=tenant.pk).qontak_request_ceiling == "300/m"
+    listing = operator.get(reverse("admin:controlplane_tenant_changelist")).content.decode()
+    assert "300/m" in listing
+
+
+def test_policies_edited_inline_on_the_tenant_page_apply_to_the_next_call(operator):
+    from controlplane import policies
+    from controlplane.models import RateLimitPolicy, ToolPolicy
+
+    tenant = tenant_create(slug="inline")
+    url = reverse("admin:controlplane_tenant_change", args=[tenant.pk])
+    data = _form_data(operator.get(url))
+    data.update(
+        {
+            "rate_limits-TOTAL_FORMS": "1",
+            "rate_limits-0-rate": "30/m",
+            "rate_limits-0-tool": "",
+            "tool_policies-TOTAL_FORMS": "1",
+            "tool_policies-0-tool": "delete_contact",
+            "tool_policies-0-effect": "deny",
+        }
+    )
+    response = operator.post(url, data)
+    assert response.status_code == 302, response.content[:3000]
+    policy = policies.tenant_policy(tenant_id=tenant.pk)
+    assert [rule.rate for rule in policy.rate_rules] == ["30/m"]
+    assert not policy.tool_allowed(
+        tool="delete_contact", api_key_id=1, key_read_only=False, tool_read_only=False
+    )
+
+    # Narrowing the rate to one tool replaces the tenant-wide rule instead of adding one.
+    data = _form_data(operator.get(url))
+    data["rate_limits-0-tool"] = "list_contacts"
+    assert operator.post(url, data).status_code == 302
+    assert list(RateLimitPolicy.objects.values_list("tool", "rate")) == [("list_contacts", "30/m")]
+    assert ToolPolicy.objects.get(tenant=tenant).effect == "deny"
+
+
+def test_tool_policy_inline_offers_only_this_tenants_keys(operator):
+    from controlplane.tenants import api_key_issue
+
+    tenant = tenant_create(slug="mine")
+    mine = api_key_issue(tenant=tenant).api_key
+    theirs = api_key_issue(tenant=tenant_create(slug="theirs")).api_key
+    page = operator.get(reverse("admin:controlplane_tenant_change", args=[tenant.pk]))
+    formset = next(
+        inline.formset
+        for inline in page.context["inline_admin_formsets"]
+        if inline.formset.prefix == "tool_policies"
+    )
+    choices = set(formset.empty_form.fields["api_key"].queryset)
+    assert mine in choices and theirs not in choices
