@@ -10,9 +10,7 @@ the audit trail.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -35,7 +33,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from controlplane import charts, policies, tenants, tokens
+from controlplane import audit, charts, policies, tenants, tokens
 from controlplane.consumers import FEED_PERMISSION
 from controlplane.dashboard import dashboard_activity, outcome_group
 from controlplane.errors import ApplicationError
@@ -55,20 +53,6 @@ admin.site.index_title = "Operations"
 admin.site.site_url = None  # there is no public site; the header links to the operator pages
 
 CONFIRM_FIELD = "confirmed"
-# Columns of the CSV export, in the order `manage.py export_audit --format csv` writes them.
-EXPORT_COLUMNS = (
-    "created_at",
-    "tenant",
-    "key_prefix",
-    "tool",
-    "outcome",
-    "upstream_status",
-    "latency_ms",
-    "request_id",
-    "arguments_digest",
-    "arguments",
-    "message",
-)
 
 
 def confirmation_page(
@@ -552,13 +536,6 @@ class ToolPolicyAdmin(admin.ModelAdmin):
         _save_policy(obj, scope_changed=change and bool(set(form.changed_data) & TOOL_SCOPE))
 
 
-def _spreadsheet_safe(value: Any) -> Any:
-    """Defuse values a spreadsheet would run as a formula (tool names come from assistants)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 class _Line:
     """A file-like sink for csv.writer that hands back the line just written."""
 
@@ -566,27 +543,17 @@ class _Line:
         return value
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Tenant):
-        return value.slug
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return _spreadsheet_safe(value)
-
-
 async def _csv_lines(queryset: QuerySet[ToolCall]) -> AsyncIterator[str]:
     """CSV text, fetched and sent in chunks so an export of any size streams under ASGI."""
     writer = csv.writer(_Line())
-    yield writer.writerow(EXPORT_COLUMNS)
+    yield writer.writerow(audit.EXPORT_FIELDS)
     # Model rows, not values_list(): Django 5.2's aiterator() runs a values_list() query on
     # the event loop and raises SynchronousOnlyOperation.
     calls = queryset.select_related("tenant").only(
-        *(name for name in EXPORT_COLUMNS if name != "tenant"), "tenant__slug"
+        *(name for name in audit.EXPORT_FIELDS if name != "tenant"), "tenant__slug"
     )
     async for call in calls.aiterator(chunk_size=2000):
-        yield writer.writerow([_csv_cell(getattr(call, name)) for name in EXPORT_COLUMNS])
+        yield writer.writerow(audit.tool_call_csv_row(call))
 
 
 def tool_calls_csv_response(queryset: QuerySet[ToolCall]) -> StreamingHttpResponse:

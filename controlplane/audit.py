@@ -129,29 +129,47 @@ EXPORT_FIELDS = (
 )
 
 
+def tool_call_export_row(call: ToolCall) -> dict[str, Any]:
+    """One audit row as exports show it (the tenant must be select_related)."""
+    return {
+        "created_at": call.created_at.isoformat(),
+        "tenant": call.tenant.slug,
+        "key_prefix": call.key_prefix,
+        "tool": call.tool,
+        "outcome": call.outcome,
+        "upstream_status": call.upstream_status,
+        "latency_ms": round(call.latency_ms, 3),
+        "request_id": call.request_id,
+        "arguments_digest": call.arguments_digest,
+        "arguments": call.arguments,
+        "message": call.message,
+    }
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """Defuse values a spreadsheet would run as a formula (tool names come from assistants)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def tool_call_csv_row(call: ToolCall) -> list[Any]:
+    """The CSV cells of one audit row, in EXPORT_FIELDS order, safe to open in a spreadsheet."""
+    row = tool_call_export_row(call)
+    row["arguments"] = json.dumps(row["arguments"], sort_keys=True)
+    return [_spreadsheet_safe(row[field]) for field in EXPORT_FIELDS]
+
+
 def tool_calls_export_rows(
     *, tenant_slug: str | None = None, since: datetime | None = None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[ToolCall]:
     """Audit rows, oldest first, streamed from the database in chunks."""
     queryset = ToolCall.objects.select_related("tenant").order_by("created_at", "pk")
     if tenant_slug:
         queryset = queryset.filter(tenant__slug=tenant_slug)
     if since:
         queryset = queryset.filter(created_at__gte=since)
-    for call in queryset.iterator(chunk_size=2000):
-        yield {
-            "created_at": call.created_at.isoformat(),
-            "tenant": call.tenant.slug,
-            "key_prefix": call.key_prefix,
-            "tool": call.tool,
-            "outcome": call.outcome,
-            "upstream_status": call.upstream_status,
-            "latency_ms": round(call.latency_ms, 3),
-            "request_id": call.request_id,
-            "arguments_digest": call.arguments_digest,
-            "arguments": call.arguments,
-            "message": call.message,
-        }
+    yield from queryset.iterator(chunk_size=2000)
 
 
 PRUNE_BATCH = 5000

@@ -3,12 +3,19 @@
 import csv
 import json
 from argparse import ArgumentParser
+from datetime import UTC
 from typing import Any
 
 from django.core.management.base import CommandError
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from controlplane.audit import EXPORT_FIELDS, tool_calls_export_rows
+from controlplane.audit import (
+    EXPORT_FIELDS,
+    tool_call_csv_row,
+    tool_call_export_row,
+    tool_calls_export_rows,
+)
 from controlplane.management.service_command import ServiceCommand
 
 
@@ -24,17 +31,19 @@ class Command(ServiceCommand):
         since = None
         if options["since"]:
             since = parse_datetime(options["since"].replace("Z", "+00:00"))
+            if since is not None and timezone.is_naive(since):
+                since = timezone.make_aware(since, UTC)
             if since is None:
                 raise CommandError(
                     f"--since '{options['since']}' is not an ISO 8601 time "
                     "(e.g. 2026-11-01T00:00:00+00:00)"
                 )
-        rows = tool_calls_export_rows(tenant_slug=options["tenant"], since=since)
+        calls = tool_calls_export_rows(tenant_slug=options["tenant"], since=since)
         if options["format"] == "csv":
-            writer = csv.DictWriter(self.stdout, fieldnames=EXPORT_FIELDS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({**row, "arguments": json.dumps(row["arguments"])})
+            writer = csv.writer(self.stdout)
+            writer.writerow(EXPORT_FIELDS)
+            for call in calls:
+                writer.writerow(tool_call_csv_row(call))
         else:
-            for row in rows:
-                self.stdout.write(json.dumps(row, ensure_ascii=False))
+            for call in calls:
+                self.stdout.write(json.dumps(tool_call_export_row(call), ensure_ascii=False))
