@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "qontak-mcp-controlplane"
 CALLER_STATE_KEY = "qontak_caller"
+# Why a request is refused with 401, keyed by "no key was sent at all".
+AUTH_FAILURES = {
+    True: ("missing_key", "send Authorization: Bearer <API key>"),
+    False: ("invalid_key", "the API key is unknown, revoked or expired"),
+}
 
 
 def _caller(ctx: ServerRequestContext[Any]) -> pipeline.Caller:
@@ -162,20 +167,15 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
-    if key is None:
-        logger.info(
-            "auth_failed: no bearer key",
-            extra={"event": "auth_failed", "reason": "missing_key", "request_id": request_id},
-        )
-        await _reject_unauthenticated(send, "send Authorization: Bearer <API key>")
-        return
-    api_key = await database_sync_to_async(api_key_authenticate)(key=key)
+    api_key = None if key is None else await database_sync_to_async(api_key_authenticate)(key=key)
     if api_key is None:
+        reason, advice = AUTH_FAILURES[key is None]
         logger.info(
-            "auth_failed: unknown, revoked or expired key",
-            extra={"event": "auth_failed", "reason": "invalid_key", "request_id": request_id},
+            "auth_failed: %s",
+            advice,
+            extra={"event": "auth_failed", "reason": reason, "request_id": request_id},
         )
-        await _reject_unauthenticated(send, "the API key is unknown, revoked or expired")
+        await _reject_unauthenticated(send, advice)
         return
     scope.setdefault("state", {})[CALLER_STATE_KEY] = pipeline.Caller(
         api_key_id=api_key.pk,
