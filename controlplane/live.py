@@ -7,6 +7,7 @@ logged and never fails the tool call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,3 +43,13 @@ async def publish_tool_call(call: ToolCall, *, tenant_slug: str) -> None:
         await layer.group_send(LIVE_GROUP, tool_call_event(call, tenant_slug=tenant_slug))
     except Exception:  # the feed is a convenience; the audit row is the record
         logger.warning("live_feed_publish_failed tool=%s", call.tool, exc_info=True)
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def publish_in_background(call: ToolCall, *, tenant_slug: str) -> None:
+    """Publish without holding up the tool result (a Redis round trip saved per call)."""
+    task = asyncio.get_running_loop().create_task(publish_tool_call(call, tenant_slug=tenant_slug))
+    _pending.add(task)  # keep a reference until done, or the task may be collected
+    task.add_done_callback(_pending.discard)

@@ -75,13 +75,21 @@ _cache: dict[int, tuple[float, TenantPolicy]] = {}
 _cache_lock = threading.Lock()
 
 
-def tenant_policy(*, tenant_id: int) -> TenantPolicy:
-    """The tenant's policies, at most POLICY_CACHE_SECONDS old. Blocking (database)."""
-    now = time.monotonic()
+def cached_tenant_policy(*, tenant_id: int) -> TenantPolicy | None:
+    """The cached policies while they are fresh; no I/O, safe on the event loop."""
     with _cache_lock:
         cached = _cache.get(tenant_id)
-    if cached is not None and now - cached[0] < settings.POLICY_CACHE_SECONDS:
+    if cached is not None and time.monotonic() - cached[0] < settings.POLICY_CACHE_SECONDS:
         return cached[1]
+    return None
+
+
+def tenant_policy(*, tenant_id: int) -> TenantPolicy:
+    """The tenant's policies, at most POLICY_CACHE_SECONDS old. Blocking (database)."""
+    cached = cached_tenant_policy(tenant_id=tenant_id)
+    if cached is not None:
+        return cached
+    now = time.monotonic()
     ceiling = (
         Tenant.objects.filter(pk=tenant_id).values_list("qontak_request_ceiling", flat=True).first()
     )

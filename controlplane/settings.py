@@ -70,6 +70,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# Keep a worker's connection between tool calls: /mcp database work runs on channels' single
+# executor thread per worker, so this is one connection per worker, not one per request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the ASGI worker and management commands share the file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -84,7 +88,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "controlplane.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "qmcp",
         }
@@ -99,8 +103,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# django-ratelimit warns that the built-in RedisCache is untested (W001) and refuses locmem
-# (E003) because it is not shared between processes. We count on the built-in RedisCache's
+# django-ratelimit warns that a Redis cache other than django-redis is untested (W001) and
+# refuses locmem (E003) because it is not shared between processes. We count on the RedisCache's
 # atomic incr when REDIS_URL is set, and locmem is the documented single-process default.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", "django_ratelimit.E003"]
 RATELIMIT_USE_CACHE = "default"

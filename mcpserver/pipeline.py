@@ -100,9 +100,17 @@ def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) 
     )
 
 
+async def _policy(caller: Caller) -> policies.TenantPolicy:
+    """From this worker's cache when fresh (no thread hop), else from the database."""
+    cached = policies.cached_tenant_policy(tenant_id=caller.tenant.pk)
+    if cached is not None:
+        return cached
+    return await database_sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
+
+
 async def visible_tools(caller: Caller) -> list[Endpoint]:
     """The tools this caller may use: the same policy tools/call enforces."""
-    policy = await database_sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
+    policy = await _policy(caller)
     return [endpoint for endpoint in ENDPOINTS if _allowed(policy, caller, endpoint)]
 
 
@@ -221,7 +229,7 @@ async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]
     endpoint = ENDPOINTS_BY_NAME.get(tool)
     if endpoint is None:
         raise InvalidInput(f"unknown tool '{tool}': call tools/list to see the available tools")
-    policy = await database_sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
+    policy = await _policy(caller)
     if not _allowed(policy, caller, endpoint):
         logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
         raise ToolDenied(f"tool '{tool}' is not available to this API key")
@@ -271,5 +279,5 @@ async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | N
         )
     )
     if row is not None:
-        await live.publish_tool_call(row, tenant_slug=caller.tenant.slug)
+        live.publish_in_background(row, tenant_slug=caller.tenant.slug)
     return completed.result

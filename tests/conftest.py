@@ -39,6 +39,11 @@ from controlplane.devstack import (
 
 T = TypeVar("T")
 
+# Connections opened by in-process pipeline tests live on executor threads; closing them after
+# each use lets pytest-django drop the PostgreSQL test database at the end. The servers the
+# tests start keep the production default (persistent connections).
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 # The official client's two ways in: the 2025-11-25 handshake era and the 2026-07-28 era.
 ERAS = {"2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
 
