@@ -32,3 +32,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Price of control, measured: see bench/run.py. PostgreSQL and Redis are used when
+# DATABASE_URL and REDIS_URL are set; BENCH_ARGS passes options (e.g. --profile, --quick).
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

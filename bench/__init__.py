@@ -1,0 +1,1 @@
+"""`make bench`: the price of control, measured (see bench/run.py)."""
