@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from controlplane.live import LIVE_GROUP
+from controlplane.live import LIVE_GROUP, mark_feed_watched
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
     """Joins LIVE_GROUP and sends each call, optionally only one tenant's.
 
     The tenant filter comes from `?tenant=<slug>` and can be changed at any time by sending
-    `{"tenant": "<slug>"}` (an empty slug means every tenant).
+    `{"tenant": "<slug>"}` (an empty slug means every tenant). The page also sends
+    `{"type": "ping"}` every 30 s so calls keep being published (see controlplane.live).
     """
 
     tenant_filter: str = ""
@@ -64,6 +65,7 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
             return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         self.tenant_filter = query.get("tenant", [""])[0]
+        await mark_feed_watched()
         await self.channel_layer.group_add(LIVE_GROUP, self.channel_name)
         await self.accept()
 
@@ -71,6 +73,7 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(LIVE_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        await mark_feed_watched()  # any message, pings included, says the page is open
         if isinstance(content, dict) and isinstance(content.get("tenant"), str):
             self.tenant_filter = content["tenant"][:50]
             await self.send_json({"type": "filter", "tenant": self.tenant_filter})

@@ -1,8 +1,10 @@
-"""The live feed of tool calls: every audited call is also published on the channel layer.
+"""The live feed of tool calls: audited calls are also published on the channel layer.
 
 Consumers (the admin's live activity page) join LIVE_GROUP; the message carries only what
 the audit list shows, never arguments. Publishing is best effort: a channel layer failure is
-logged and never fails the tool call.
+logged and never fails the tool call. It only happens while a feed page is open (the page
+renews a short-lived flag in the shared cache): `make bench` measured ~2 ms of CPU per call
+for publishing to the Redis channel layer, spent for nobody when no operator watches.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 
 from controlplane.models import ToolCall
 
@@ -19,6 +22,18 @@ logger = logging.getLogger(__name__)
 
 LIVE_GROUP = "tool-calls"
 EVENT_TYPE = "tool_call.event"
+WATCHED_KEY = "live-feed:watched"
+# An open feed page pings every 30 s; the flag outlives a missed ping or two.
+WATCHED_SECONDS = 90
+
+
+def feed_watched() -> bool:
+    """Whether any operator has a live feed open. Blocking (shared cache)."""
+    return bool(cache.get(WATCHED_KEY))
+
+
+async def mark_feed_watched() -> None:
+    await cache.aset(WATCHED_KEY, True, WATCHED_SECONDS)
 
 
 def tool_call_event(call: ToolCall, *, tenant_slug: str) -> dict[str, Any]:

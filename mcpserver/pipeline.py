@@ -264,7 +264,7 @@ async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | N
     elapsed = time.perf_counter() - started
     metrics.TOOL_CALLS.labels(tool=tool[:100], outcome=completed.outcome).inc()
     metrics.TOOL_CALL_LATENCY.observe(elapsed)
-    row = await database_sync_to_async(audit.tool_call_record)(
+    row, watched = await database_sync_to_async(_audit)(
         audit.ToolCallRecord(
             tenant_id=caller.tenant.pk,
             api_key_id=caller.api_key_id,
@@ -278,6 +278,11 @@ async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | N
             message="" if not completed.result.is_error else completed.result.text,
         )
     )
-    if row is not None:
+    if row is not None and watched:
         live.publish_in_background(row, tenant_slug=caller.tenant.slug)
     return completed.result
+
+
+def _audit(record: audit.ToolCallRecord) -> tuple[ToolCall | None, bool]:
+    """The audit row, and whether a live feed wants it: one thread hop for both."""
+    return audit.tool_call_record(record), live.feed_watched()

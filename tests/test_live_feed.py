@@ -231,3 +231,53 @@ def test_real_server_refuses_an_anonymous_websocket(control_plane, transactional
             return exc.response.status_code
 
     assert asyncio.run(connect()) == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_calls_are_published_only_while_a_feed_page_is_open():
+    import asyncio
+    import uuid
+
+    from channels.layers import get_channel_layer
+    from django.core.cache import cache
+
+    from controlplane import live
+    from controlplane.tenants import api_key_issue, tenant_create
+    from mcpserver import pipeline
+
+    tenant = tenant_create(slug=f"watch-{uuid.uuid4().hex[:8]}")
+    issued = api_key_issue(tenant=tenant)
+    caller = pipeline.Caller(
+        api_key_id=issued.api_key.pk,
+        key_prefix=issued.api_key.prefix,
+        read_only=False,
+        tenant=tenant,
+        request_id="req-watch",
+    )
+    layer = get_channel_layer()
+
+    async def next_event_for_tenant(channel: str, wait: float) -> dict | None:
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    message = await layer.receive(channel)
+                    if message.get("tenant") == tenant.slug:
+                        return message
+        except TimeoutError:
+            return None
+
+    async def scenario() -> tuple[dict | None, dict | None]:
+        channel = await layer.new_channel()
+        await layer.group_add(live.LIVE_GROUP, channel)
+        await cache.adelete(live.WATCHED_KEY)
+        await pipeline.run_tool_call(caller, "nothing_watched", {})
+        unseen = await next_event_for_tenant(channel, 0.5)
+        await live.mark_feed_watched()
+        await pipeline.run_tool_call(caller, "while_watched", {})
+        seen = await next_event_for_tenant(channel, 5)
+        await layer.group_discard(live.LIVE_GROUP, channel)
+        return unseen, seen
+
+    unseen, seen = asyncio.run(scenario())
+    assert unseen is None
+    assert seen is not None and seen["tool"] == "while_watched"

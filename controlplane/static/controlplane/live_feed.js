@@ -114,5 +114,12 @@
     }
   });
 
+  // Tell the server someone is still watching; without it, calls are not published at all.
+  window.setInterval(function () {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "ping" }));
+    }
+  }, 30000);
+
   connect();
 })();
