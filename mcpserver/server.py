@@ -17,6 +17,7 @@ from typing import Any
 import mcp_types as types
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -120,29 +121,28 @@ async def lifespan() -> AsyncIterator[None]:
             await close_client()
 
 
-async def _reject_unauthenticated(send: Send, reason: str) -> None:
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": None,
-            "error": {"code": -32001, "message": f"Unauthorized: {reason}"},
-        }
-    ).encode()
+async def _refuse(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A JSON-RPC error body, so the official client shows the message instead of a status."""
+    code = -32001 if status == 401 else -32603
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (
-                    b"www-authenticate",
-                    b'Bearer realm="qontak-mcp", error="invalid_token", '
-                    b'error_description="' + reason.encode() + b'"',
-                ),
-            ],
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+async def _reject_unauthenticated(send: Send, reason: str) -> None:
+    challenge = (
+        b'Bearer realm="qontak-mcp", error="invalid_token", '
+        b'error_description="' + reason.encode() + b'"'
+    )
+    await _refuse(send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge)])
 
 
 def _bearer_key(scope: Scope) -> str | None:
@@ -167,7 +167,22 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
-    api_key = None if key is None else await database_sync_to_async(api_key_authenticate)(key=key)
+    try:
+        api_key = (
+            None if key is None else await database_sync_to_async(api_key_authenticate)(key=key)
+        )
+    except DatabaseError:
+        logger.exception(
+            "database unavailable while checking an API key",
+            extra={"event": "database_unavailable", "request_id": request_id},
+        )
+        await _refuse(
+            send,
+            503,
+            "the control plane cannot reach its database to check the API key; retry shortly",
+            [(b"retry-after", b"5")],
+        )
+        return
     if api_key is None:
         reason, advice = AUTH_FAILURES[key is None]
         logger.info(

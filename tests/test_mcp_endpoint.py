@@ -264,3 +264,28 @@ def test_django_admin_is_served_beside_mcp(control_plane, transactional_db):
     response = httpx.get(control_plane.url + "/admin/login/")
     assert response.status_code == 200
     assert "Django" in response.text or "csrfmiddlewaretoken" in response.text
+
+
+def test_database_outage_during_authentication_is_a_503_not_a_500(monkeypatch):
+    import asyncio
+
+    from django.db import OperationalError
+
+    from mcpserver import server
+
+    def unreachable(*, key: str) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(server, "api_key_authenticate", unreachable)
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=server.mcp_endpoint)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post(
+                "/mcp", json=LIST_TOOLS, headers={"Authorization": "Bearer qmcp_whatever"}
+            )
+
+    response = asyncio.run(post())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "cannot reach its database" in response.json()["error"]["message"]
