@@ -15,14 +15,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import mcp_types as types
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
+from controlplane.models import ApiKey
 from controlplane.tenants import api_key_authenticate
 from mcpserver import pipeline
 from mcpserver.qontak.client import close_client
@@ -145,6 +146,14 @@ async def _reject_unauthenticated(send: Send, reason: str) -> None:
     await _refuse(send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge)])
 
 
+def _authenticate_request(key: str) -> ApiKey | None:
+    """Start of a request's database work, like Django's request_started: drop a connection
+    that is too old or broken (and health-check a kept one) once, here; the rest of the
+    request's hops reuse it (see mcpserver.pipeline)."""
+    close_old_connections()
+    return api_key_authenticate(key=key)
+
+
 def _bearer_key(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -168,9 +177,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
     try:
-        api_key = (
-            None if key is None else await database_sync_to_async(api_key_authenticate)(key=key)
-        )
+        api_key = None if key is None else await sync_to_async(_authenticate_request)(key)
     except DatabaseError:
         logger.exception(
             "database unavailable while checking an API key",

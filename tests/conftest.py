@@ -60,6 +60,17 @@ def required_services_reachable() -> None:
             pytest.fail(f"REDIS_URL is set but Redis is unreachable: {exc}", pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def close_executor_connections(django_db_setup: None) -> Iterator[None]:
+    """In-process pipeline tests open a connection on asgiref's executor thread; close it
+    before pytest-django drops the test database (PostgreSQL refuses while it is open)."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")

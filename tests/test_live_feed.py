@@ -238,7 +238,8 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
     import asyncio
     import uuid
 
-    from channels.layers import get_channel_layer
+    from channels.layers import channel_layers, get_channel_layer
+    from django.conf import settings
     from django.core.cache import cache
 
     from controlplane import live
@@ -254,7 +255,9 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
         tenant=tenant,
         request_id="req-watch",
     )
-    layer = get_channel_layer()
+    # With Redis, a layer object of this test's own (the shared one may be bound to another
+    # test's event loop); in memory, the very object the pipeline publishes to.
+    layer = channel_layers.make_backend("default") if settings.REDIS_URL else get_channel_layer()
 
     async def next_event_for_tenant(channel: str, wait: float) -> dict | None:
         try:

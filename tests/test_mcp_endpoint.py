@@ -266,6 +266,7 @@ def test_django_admin_is_served_beside_mcp(control_plane, transactional_db):
     assert "Django" in response.text or "csrfmiddlewaretoken" in response.text
 
 
+@pytest.mark.django_db
 def test_database_outage_during_authentication_is_a_503_not_a_500(monkeypatch):
     import asyncio
 
