@@ -214,6 +214,21 @@ def make_tenant(
     policies.forget_cached_policies()
 
 
+def in_process_caller(prefix: str, request_id: str) -> Any:
+    """A new tenant and key, as the pipeline sees them, for tests that run it in-process."""
+    from mcpserver import pipeline
+
+    tenant = tenants.tenant_create(slug=f"{prefix}-{uuid.uuid4().hex[:8]}")
+    issued = tenants.api_key_issue(tenant=tenant)
+    return pipeline.Caller(
+        api_key_id=issued.api_key.pk,
+        key_prefix=issued.api_key.prefix,
+        read_only=False,
+        tenant=tenant,
+        request_id=request_id,
+    )
+
+
 @asynccontextmanager
 async def mcp_client(url: str, key: str | None, era: str) -> Any:
     headers = {"Authorization": f"Bearer {key}"} if key else {}

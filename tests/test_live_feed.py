@@ -236,25 +236,17 @@ def test_real_server_refuses_an_anonymous_websocket(control_plane, transactional
 @pytest.mark.django_db(transaction=True)
 def test_calls_are_published_only_while_a_feed_page_is_open():
     import asyncio
-    import uuid
 
     from channels.layers import channel_layers, get_channel_layer
     from django.conf import settings
     from django.core.cache import cache
 
     from controlplane import live
-    from controlplane.tenants import api_key_issue, tenant_create
     from mcpserver import pipeline
+    from tests.conftest import in_process_caller
 
-    tenant = tenant_create(slug=f"watch-{uuid.uuid4().hex[:8]}")
-    issued = api_key_issue(tenant=tenant)
-    caller = pipeline.Caller(
-        api_key_id=issued.api_key.pk,
-        key_prefix=issued.api_key.prefix,
-        read_only=False,
-        tenant=tenant,
-        request_id="req-watch",
-    )
+    caller = in_process_caller("watch", "req-watch")
+    tenant = caller.tenant
     # With Redis, a layer object of this test's own (the shared one may be bound to another
     # test's event loop); in memory, the very object the pipeline publishes to.
     layer = channel_layers.make_backend("default") if settings.REDIS_URL else get_channel_layer()

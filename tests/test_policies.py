@@ -26,6 +26,7 @@ from controlplane.tenants import api_key_issue, tenant_create
 from mcpserver import pipeline
 from mcpserver.qontak import endpoints
 from tests.conftest import (
+    in_process_caller,
     mcp_client,
     set_simulator_faults,
     simulator_requests,
@@ -228,20 +229,13 @@ def test_every_outcome_leaves_exactly_one_audit_row_and_export_round_trips(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_unexpected_failure_is_audited_as_internal_error(monkeypatch):
-    tenant = tenant_create(slug=f"ie-{uuid.uuid4().hex[:6]}")
-    issued = api_key_issue(tenant=tenant)
+    caller = in_process_caller("ie", "req-internal")
+    tenant = caller.tenant
 
     def explode(endpoint: Any, data: Any) -> Any:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(pipeline, "_validated_input", explode)
-    caller = pipeline.Caller(
-        api_key_id=issued.api_key.pk,
-        key_prefix=issued.api_key.prefix,
-        read_only=False,
-        tenant=tenant,
-        request_id="req-internal",
-    )
     result = asyncio.run(pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
     assert result.is_error
     assert result.text == "internal error while running get_contact; reference req-internal"
@@ -321,21 +315,13 @@ def test_a_failed_audit_write_is_logged_loudly_and_counted(monkeypatch, caplog):
 
     from controlplane import audit, metrics
 
-    tenant = tenant_create(slug=f"aw-{uuid.uuid4().hex[:6]}")
-    issued = api_key_issue(tenant=tenant)
+    caller = in_process_caller("aw", "req-audit")
 
     def broken_create(**kwargs: Any) -> Any:
         raise DatabaseError("disk full")
 
     monkeypatch.setattr(ToolCall.objects, "create", broken_create)
     before = metrics.AUDIT_WRITE_FAILURES._value.get()
-    caller = pipeline.Caller(
-        api_key_id=issued.api_key.pk,
-        key_prefix=issued.api_key.prefix,
-        read_only=False,
-        tenant=tenant,
-        request_id="req-audit",
-    )
     result = asyncio.run(pipeline.run_tool_call(caller, "no_such_tool", {}))
     assert result.is_error  # the caller still gets its answer
     assert metrics.AUDIT_WRITE_FAILURES._value.get() == before + 1
