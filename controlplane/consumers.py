@@ -20,17 +20,6 @@ from controlplane.live import LIVE_GROUP, mark_feed_watched
 logger = logging.getLogger(__name__)
 
 FEED_PERMISSION = "controlplane.view_toolcall"
-# What an operator sees of a call; the group message carries nothing else anyway.
-FORWARDED_FIELDS = (
-    "id",
-    "created_at",
-    "tenant",
-    "key_prefix",
-    "tool",
-    "outcome",
-    "upstream_status",
-    "latency_ms",
-)
 
 
 def may_watch_tool_calls(user: Any) -> bool:
@@ -83,5 +72,9 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         if self.tenant_filter and event.get("tenant") != self.tenant_filter:
             return
         await self.send_json(
-            {"type": "tool_call", **{name: event.get(name) for name in FORWARDED_FIELDS}}
+            # controlplane.live.tool_call_event decides what an operator sees of a call.
+            {
+                **{name: value for name, value in event.items() if name != "type"},
+                "type": "tool_call",
+            }
         )
