@@ -71,6 +71,18 @@ def close_executor_connections(django_db_setup: None) -> Iterator[None]:
     asyncio.run(sync_to_async(connections.close_all)())
 
 
+@pytest.fixture
+def operator(db: None) -> Any:
+    """A Django test client logged in as a superuser, for admin pages."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client as DjangoClient
+
+    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-123456")
+    client = DjangoClient()
+    client.force_login(user)
+    return client
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")

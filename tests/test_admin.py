@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 from auditlog.models import LogEntry
-from django.contrib.auth import get_user_model
-from django.test import Client
 from django.urls import reverse
 
 from controlplane.models import ApiKey, QontakCredential, Tenant, ToolCall
 from controlplane.tenants import api_key_digest, tenant_create
 
 MODELS = ["tenant", "apikey", "ratelimitpolicy", "toolpolicy", "toolcall"]
-
-
-@pytest.fixture
-def operator(db) -> Client:
-    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.mark.parametrize("model", MODELS)

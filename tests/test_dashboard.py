@@ -39,14 +39,6 @@ def record(tenant: Tenant, *, minutes_ago: float = 0, **fields: Any) -> ToolCall
     )
 
 
-@pytest.fixture
-def operator(db) -> Client:
-    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_outcomes_are_grouped_and_counted_per_tenant_for_the_last_hour_only(db):
     acme = tenant_create(slug="acme")
     globex = tenant_create(slug="globex")
