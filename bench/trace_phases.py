@@ -89,50 +89,42 @@ def instrument() -> Any:
         setattr(module, name, replacement or _timed_async(name, original))
     from mcpserver.qontak import client as qontak_client
 
-    http = qontak_client._http
-
-    def timed_http() -> Any:
-        client = http()
-        if not getattr(client, "_bench_timed", False):
-            client.request = _timed_async("  upstream request (httpx)", client.request)  # type: ignore[method-assign,assignment]
-            client._bench_timed = True  # type: ignore[attr-defined]
-        return client
-
-    qontak_client._http = timed_http
-
-    async def application(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await asgi.application(scope, receive, send)
-        started = time.perf_counter()
-        try:
-            await asgi.application(scope, receive, send)
-        finally:
-            _record("ASGI request (server side)", started)
-
-    return application
+    qontak_client._http = _timed_client(
+        qontak_client._http, "request", "  upstream request (httpx)"
+    )
+    return _timed_app(asgi.application)
 
 
 def instrument_bare() -> Any:
     """The bare server (b) with its one upstream request timed, for comparison."""
     from bench import bare_server
 
-    original = bare_server._http
+    bare_server._http = _timed_client(bare_server._http, "get", "upstream GET")
+    return _timed_app(bare_server.application)
 
-    def timed_http() -> Any:
-        client = original()
+
+def _timed_client(factory: Callable[[], Any], method: str, label: str) -> Callable[[], Any]:
+    """Wrap a pooled-client factory so the client's `method` is timed under `label`, once."""
+
+    def timed_factory() -> Any:
+        client = factory()
         if not getattr(client, "_bench_timed", False):
-            client.get = _timed_async("upstream GET", client.get)  # type: ignore[method-assign,assignment]
-            client._bench_timed = True  # type: ignore[attr-defined]
+            setattr(client, method, _timed_async(label, getattr(client, method)))
+            client._bench_timed = True
         return client
 
-    bare_server._http = timed_http
+    return timed_factory
+
+
+def _timed_app(app: Any) -> Any:
+    """The ASGI app with each HTTP request's server-side time recorded."""
 
     async def application(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await bare_server.application(scope, receive, send)
+            return await app(scope, receive, send)
         started = time.perf_counter()
         try:
-            await bare_server.application(scope, receive, send)
+            await app(scope, receive, send)
         finally:
             _record("ASGI request (server side)", started)
 
