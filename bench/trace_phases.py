@@ -2,7 +2,7 @@
 
 Serves the control plane in this process with uvicorn (one worker, the bench's serving
 settings) and wraps, without changing their code, the steps of the pipeline: every
-`database_sync_to_async` hop (time waiting for the thread vs. time running in it), the
+`sync_to_async` hop (time waiting for the thread vs. time running in it), the
 Qontak request, the live-feed publish and the whole ASGI request. A load generator given on
 the command line drives it; the table printed at the end is per call, in milliseconds.
 
@@ -44,7 +44,7 @@ def _timed_async(name: str, func: Callable[..., Awaitable[Any]]) -> Callable[...
 
 
 def _timed_hops(original: Callable[..., Any]) -> Callable[..., Any]:
-    """A database_sync_to_async that records, per function, the hop and the work in the thread."""
+    """A sync_to_async that records, per function, the hop and the work in the thread."""
 
     def factory(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         name = getattr(func, "__name__", repr(func))
@@ -71,15 +71,15 @@ def _timed_hops(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def instrument() -> Any:
-    from channels.db import database_sync_to_async
+    from asgiref.sync import sync_to_async
 
     from controlplane import asgi, live
     from mcpserver import pipeline, server
 
-    hops = _timed_hops(database_sync_to_async)
+    hops = _timed_hops(sync_to_async)
     patches = [
-        (pipeline, "database_sync_to_async", hops),
-        (server, "database_sync_to_async", hops),
+        (pipeline, "sync_to_async", hops),
+        (server, "sync_to_async", hops),
         (pipeline, "qontak_request", None),
         (pipeline, "run_tool_call", None),
         (live, "publish_tool_call", None),
