@@ -33,7 +33,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from controlplane import audit, charts, policies, tenants, tokens
+from controlplane import audit, charts, config_version, policies, tenants, tokens
 from controlplane.consumers import FEED_PERMISSION
 from controlplane.dashboard import dashboard_activity, outcome_group
 from controlplane.errors import ApplicationError
@@ -404,6 +404,7 @@ class TenantAdmin(admin.ModelAdmin):
             Tenant.objects.filter(pk=created.pk).update(
                 qontak_request_ceiling=obj.qontak_request_ceiling, is_active=obj.is_active
             )
+            config_version.announce_change_on_commit()  # update() sends no signal
         obj.pk = created.pk
         obj.created_at = created.created_at
 
@@ -480,6 +481,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         issued = tenants.api_key_issue(tenant=obj.tenant, label=obj.label, read_only=obj.read_only)
         if obj.expires_at:
             ApiKey.objects.filter(pk=issued.api_key.pk).update(expires_at=obj.expires_at)
+            config_version.announce_change_on_commit()  # update() sends no signal
         obj.pk = issued.api_key.pk
         messages.warning(
             request,

@@ -10,7 +10,7 @@ class ControlPlaneConfig(AppConfig):
         from auditlog.registry import auditlog
         from django.db.models.signals import post_delete, post_save
 
-        from controlplane import models, policies
+        from controlplane import config_version, models, policies
 
         for model in (
             models.Tenant,
@@ -20,6 +20,11 @@ class ControlPlaneConfig(AppConfig):
             models.ToolPolicy,
         ):
             auditlog.register(model)
+        # What workers cache per configuration version (see controlplane.config_version).
+        for model in (models.Tenant, models.ApiKey, models.RateLimitPolicy, models.ToolPolicy):
+            uid = f"config-version-{model.__name__}"
+            post_save.connect(config_version.config_changed, sender=model, dispatch_uid=uid)
+            post_delete.connect(config_version.config_changed, sender=model, dispatch_uid=uid)
         for model in (models.RateLimitPolicy, models.ToolPolicy):
             post_save.connect(policies.policy_changed, sender=model, dispatch_uid=model.__name__)
             post_delete.connect(policies.policy_changed, sender=model, dispatch_uid=model.__name__)

@@ -1,8 +1,9 @@
 """The audit trail: one append-only ToolCall row per tools/call, whatever happened.
 
 Arguments are stored with personal and secret-looking values redacted, next to a SHA-256 of
-the raw arguments so two identical calls can still be matched. A failure to write a row is
-logged at ERROR and counted; it never fails the tool call that was already served.
+the raw arguments so two identical calls can still be matched. Rows are written in batches
+by mcpserver.audit_writer; a row the database keeps refusing is logged in full (redacted) at
+ERROR and counted, and never fails the tool call that was already served.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from django.db import DatabaseError
 
 from controlplane import metrics
 from controlplane.models import ToolCall
@@ -44,8 +43,6 @@ SENSITIVE_KEY_PARTS = (
     "income",
     "customer",
 )
-
-audit_write_failures = 0
 
 
 def redact_arguments(value: Any, *, key: str = "") -> Any:
@@ -81,37 +78,69 @@ class ToolCallRecord:
     message: str
 
 
-def tool_call_record(record: ToolCallRecord) -> ToolCall | None:
-    """Write the audit row; on a database failure log loudly, count it and return None."""
-    global audit_write_failures
-    try:
-        return ToolCall.objects.create(
-            tenant_id=record.tenant_id,
-            api_key_id=record.api_key_id,
-            key_prefix=record.key_prefix,
-            tool=record.tool[:100],
-            arguments=redact_arguments(record.arguments),
-            arguments_digest=arguments_digest(record.arguments),
-            outcome=record.outcome,
-            upstream_status=record.upstream_status,
-            latency_ms=record.latency_ms,
-            request_id=record.request_id,
-            message=record.message[:500],
-        )
-    except DatabaseError:
-        audit_write_failures += 1
-        metrics.AUDIT_WRITE_FAILURES.inc()
-        logger.exception(
-            "audit row NOT written (%s failures in this process)",
-            audit_write_failures,
-            extra={
-                "event": "audit_write_failed",
-                "tool": record.tool,
-                "outcome": record.outcome,
-                "request_id": record.request_id,
-            },
-        )
-        return None
+def _row(record: ToolCallRecord) -> ToolCall:
+    return ToolCall(
+        tenant_id=record.tenant_id,
+        api_key_id=record.api_key_id,
+        key_prefix=record.key_prefix,
+        tool=record.tool[:100],
+        arguments=redact_arguments(record.arguments),
+        arguments_digest=arguments_digest(record.arguments),
+        outcome=record.outcome,
+        upstream_status=record.upstream_status,
+        latency_ms=record.latency_ms,
+        request_id=record.request_id,
+        message=record.message[:500],
+    )
+
+
+def tool_calls_record(records: Sequence[ToolCallRecord]) -> list[ToolCall]:
+    """Write the rows in one INSERT. Blocking (database); raises DatabaseError.
+
+    One row is a plain INSERT, one round trip in autocommit; bulk_create always adds BEGIN
+    and COMMIT, worth it only when they are shared by several rows."""
+    rows = [_row(record) for record in records]
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+        return rows
+    return ToolCall.objects.bulk_create(rows, batch_size=500)
+
+
+def tool_call_not_recorded(record: ToolCallRecord, error: BaseException) -> None:
+    """The last resort for a row the database refused: the whole row, redacted as it would
+    have been stored, goes to the ERROR log, so the security log still holds the record."""
+    row = _row(record)
+    metrics.AUDIT_WRITE_FAILURES.inc()
+    logger.error(
+        "audit row NOT written to the database (%s): %s",
+        type(error).__name__,
+        json.dumps(
+            {field: getattr(row, field) for field in UNWRITTEN_ROW_FIELDS},
+            ensure_ascii=False,
+            default=str,
+        ),
+        extra={
+            "event": "audit_write_failed",
+            "tool": record.tool,
+            "outcome": record.outcome,
+            "request_id": record.request_id,
+        },
+    )
+
+
+UNWRITTEN_ROW_FIELDS = (
+    "tenant_id",
+    "api_key_id",
+    "key_prefix",
+    "tool",
+    "arguments",
+    "arguments_digest",
+    "outcome",
+    "upstream_status",
+    "latency_ms",
+    "request_id",
+    "message",
+)
 
 
 EXPORT_FIELDS = (

@@ -1,17 +1,29 @@
-"""A Redis cache backend whose connection pool is shared by the whole process.
+"""Redis connections: the Django cache backend, and direct clients for the per-call hot path.
 
 Django keeps one cache object per async context, and the built-in RedisCache builds a new
 connection pool for each object: under ASGI that is a new Redis connection for nearly every
 request (measured by `make bench`: one connection and ~4 ms per tool call). Rate-limit
 counters, locks and the health check all go through this backend, so they share one pool.
+
+The tool-call path also talks to Redis without Django's cache API, on an asyncio client: the
+configuration version and the rate-limit windows each take one round trip on the event loop
+instead of a thread hop and several commands (see controlplane.config_version and
+controlplane.policies). Keys are built with the cache's own key function, so both paths
+read and write the same entries. Without REDIS_URL there is no shared store and these
+clients are None.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from functools import cached_property
 from typing import Any
 
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _clients: dict[str, RedisCacheClient] = {}
@@ -30,3 +42,43 @@ class SharedRedisCache(RedisCache):
             if client is None:
                 client = _clients[key] = RedisCacheClient(servers, **options)
             return client
+
+
+# A short timeout: a call waits for Redis on its own path, and a dead Redis must fail fast.
+REDIS_TIMEOUT_SECONDS = 2.0
+
+_sync_client: redis.Redis | None = None
+# An asyncio connection belongs to the loop that opened it: one client per running loop.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sync_redis() -> redis.Redis | None:
+    """The process's blocking client for the shared Redis, or None without REDIS_URL."""
+    global _sync_client
+    if not settings.REDIS_URL:
+        return None
+    with _clients_lock:
+        if _sync_client is None:
+            _sync_client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+        return _sync_client
+
+
+def async_redis() -> aioredis.Redis | None:
+    """This event loop's client for the shared Redis, or None without REDIS_URL."""
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    return client

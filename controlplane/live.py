@@ -28,8 +28,13 @@ WATCHED_SECONDS = 90
 
 
 def feed_watched() -> bool:
-    """Whether any operator has a live feed open. Blocking (shared cache)."""
-    return bool(cache.get(WATCHED_KEY))
+    """Whether any operator has a live feed open. Blocking (shared cache); False when the
+    cache cannot say, since the feed is a convenience."""
+    try:
+        return bool(cache.get(WATCHED_KEY))
+    except Exception:
+        logger.warning("live feed flag unreadable", exc_info=True)
+        return False
 
 
 async def mark_feed_watched() -> None:

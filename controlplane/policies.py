@@ -1,24 +1,43 @@
-"""Tool access and rate limits, resolved from the database and cached briefly per process.
+"""Tool access and rate limits: resolved from the database, cached per worker, counted on Redis.
 
-Every worker re-reads a tenant's policies at most POLICY_CACHE_SECONDS after the last read, so
-an edit in the admin or through a command applies on the next call everywhere within that
-bound, without a restart and without a database query on every call.
+A worker keeps each tenant's policies for one configuration version (controlplane.config_version),
+so an edit in the admin or through a command applies on the next call everywhere, without a
+restart and without reading the database on every call.
+
+Rate limits are django-ratelimit's fixed windows: its rate syntax, its staggered windows and
+its cache keys. With Redis, all the windows a call touches are counted by one Lua script in
+one round trip on the event loop; django-ratelimit's `get_usage` takes two to three Redis
+commands per window from a thread (`make bench`: 8.7 commands and a 1.4 ms hop per call). It
+reads the same keys, so either can inspect the other's counts. Without Redis the counters
+live in this process's memory, where `get_usage` itself counts, without I/O.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Model
 from django.db.models.signals import post_delete
-from django_ratelimit.core import get_usage
+from django_ratelimit.core import (
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+    get_usage,
+)
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
-from controlplane.errors import InvalidInput
+from controlplane.cache import async_redis
+from controlplane.config_version import VersionedCache
+from controlplane.errors import CountersUnavailable, InvalidInput
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
 
 
@@ -71,25 +90,20 @@ class TenantPolicy:
 
 logger = logging.getLogger(__name__)
 
-_cache: dict[int, tuple[float, TenantPolicy]] = {}
-_cache_lock = threading.Lock()
+_policies: VersionedCache[int, TenantPolicy] = VersionedCache()
 
 
-def cached_tenant_policy(*, tenant_id: int) -> TenantPolicy | None:
-    """The cached policies while they are fresh; no I/O, safe on the event loop."""
-    with _cache_lock:
-        cached = _cache.get(tenant_id)
-    if cached is not None and time.monotonic() - cached[0] < settings.POLICY_CACHE_SECONDS:
-        return cached[1]
-    return None
+def cached_tenant_policy(*, tenant_id: int, version: str | None) -> TenantPolicy | None:
+    """This worker's copy when it is still current; no I/O, safe on the event loop."""
+    return _policies.get(tenant_id, version)
 
 
-def tenant_policy(*, tenant_id: int) -> TenantPolicy:
-    """The tenant's policies, at most POLICY_CACHE_SECONDS old. Blocking (database)."""
-    cached = cached_tenant_policy(tenant_id=tenant_id)
+def tenant_policy(*, tenant_id: int, version: str | None = None) -> TenantPolicy:
+    """The tenant's policies, cached under `version`. Blocking (database) on a miss; read
+    `version` before calling, so a change committed meanwhile is not cached as current."""
+    cached = cached_tenant_policy(tenant_id=tenant_id, version=version)
     if cached is not None:
         return cached
-    now = time.monotonic()
     ceiling = (
         Tenant.objects.filter(pk=tenant_id).values_list("qontak_request_ceiling", flat=True).first()
     )
@@ -108,14 +122,12 @@ def tenant_policy(*, tenant_id: int) -> TenantPolicy:
             ).values_list("rate", "tool", "per_key")
         ),
     )
-    with _cache_lock:
-        _cache[tenant_id] = (now, policy)
+    _policies.put(tenant_id, version, policy)
     return policy
 
 
 def forget_cached_policies() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _policies.clear()
 
 
 @dataclass(frozen=True)
@@ -132,46 +144,138 @@ class RateLimitHit:
         )
 
 
-def _consume(group: str, subject: str, rate: str) -> int | None:
-    """Count one event; the seconds until the window resets when the rate is exceeded."""
-    usage = get_usage(
-        None, group=group, key=lambda _group, _request: subject, rate=rate, increment=True
-    )
-    if usage is not None and usage["should_limit"]:
-        return max(int(usage["time_left"]), 1)
+@dataclass(frozen=True)
+class Window:
+    """One fixed window of one limit, as django-ratelimit keys and times it."""
+
+    group: str
+    subject: str
+    rate: str
+    hit: RateLimitHit
+
+    @property
+    def limit_and_period(self) -> tuple[int, int]:
+        limit, period = _split_rate(self.rate)
+        return int(limit), int(period)
+
+    def ends_at(self) -> int:
+        return int(_get_window(self.subject, self.limit_and_period[1]))
+
+    def cache_key(self) -> str:
+        return str(_make_cache_key(self.group, self.ends_at(), self.rate, self.subject, ""))
+
+    def exceeded(self) -> RateLimitHit:
+        retry_after = max(self.ends_at() - int(time.time()), 1)
+        return RateLimitHit(rule=self.hit.rule, retry_after=retry_after, scope=self.hit.scope)
+
+
+# Count each window in order, and stop at the first one past its limit (as a loop over
+# get_usage would): returns that window's 1-based position, or 0 when all admit the call.
+COUNT_WINDOWS_LUA = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
+  if redis.call('INCR', key) > tonumber(ARGV[2 * i - 1]) then
+    return i
+  end
+end
+return 0
+"""
+# Sent once per client, then called by its SHA1 (EVALSHA; redis-py reloads it if Redis lost it).
+_count_scripts: weakref.WeakKeyDictionary[Any, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
+    client = async_redis()
+    assert client is not None
+    script = _count_scripts.get(client)
+    if script is None:
+        script = _count_scripts[client] = client.register_script(COUNT_WINDOWS_LUA)
+    keys: list[str] = []
+    limits_and_ttls: list[int] = []
+    for window in windows:
+        limit, period = window.limit_and_period
+        keys.append(cache.make_key(window.cache_key()))
+        limits_and_ttls += [limit, period + EXPIRATION_FUDGE]
+    try:
+        exceeded = int(await script(keys=keys, args=limits_and_ttls))
+    except RedisError:
+        logger.warning("rate-limit counters unreachable", exc_info=True)
+        raise CountersUnavailable(
+            "the control plane cannot reach its rate-limit counters (Redis); retry shortly"
+        ) from None
+    return windows[exceeded - 1] if exceeded else None
+
+
+def _count_in_memory(windows: Sequence[Window]) -> Window | None:
+    for window in windows:
+        usage = get_usage(
+            None,
+            group=window.group,
+            key=lambda _group, _request, subject=window.subject: subject,
+            rate=window.rate,
+            increment=True,
+        )
+        if usage is not None and usage["should_limit"]:
+            return window
     return None
 
 
-def rate_limit_consume(
-    *, policy: TenantPolicy, tenant_slug: str, key_prefix: str, tool: str
-) -> RateLimitHit | None:
-    """Count one call against every applicable rate; the first one exceeded is returned.
+async def _count(windows: Sequence[Window]) -> RateLimitHit | None:
+    """Count one event in every window; the hit for the first window past its limit."""
+    if async_redis() is not None:
+        exceeded = await _count_on_redis(windows)
+    else:
+        exceeded = _count_in_memory(windows)
+    return None if exceeded is None else exceeded.exceeded()
 
-    Counters live in the shared cache (Redis in production) through django-ratelimit, so the
-    limits hold across workers and hosts. Blocking (cache I/O).
-    """
-    for rule in policy.rates_for(tool):
-        subject = f"key:{key_prefix}" if rule.per_key else f"tenant:{tenant_slug}"
-        retry_after = _consume(f"mcp:{rule.tool or '*'}", subject, rule.rate)
-        if retry_after is not None:
-            return RateLimitHit(rule=rule, retry_after=retry_after)
-    return None
+
+def _rate_windows(
+    policy: TenantPolicy, *, tenant_slug: str, key_prefix: str, tool: str
+) -> list[Window]:
+    return [
+        Window(
+            group=f"mcp:{rule.tool or '*'}",
+            subject=f"key:{key_prefix}" if rule.per_key else f"tenant:{tenant_slug}",
+            rate=rule.rate,
+            hit=RateLimitHit(rule=rule, retry_after=0),
+        )
+        for rule in policy.rates_for(tool)
+    ]
 
 
 QONTAK_CEILING_SCOPE = "requests sent to this tenant's Qontak account"
 
 
-def qontak_request_consume(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:
-    """Count one request about to be sent to Qontak (first try or retry) against the ceiling
-    that protects the customer's Qontak quota. Blocking (cache I/O)."""
-    retry_after = _consume("qontak", f"tenant:{tenant_slug}", policy.qontak_ceiling)
-    if retry_after is None:
-        return None
-    return RateLimitHit(
-        rule=RateRule(rate=policy.qontak_ceiling, tool="", per_key=False),
-        retry_after=retry_after,
-        scope=QONTAK_CEILING_SCOPE,
+def _qontak_window(policy: TenantPolicy, *, tenant_slug: str) -> Window:
+    """The ceiling that protects the customer's Qontak quota, one event per request sent."""
+    return Window(
+        group="qontak",
+        subject=f"tenant:{tenant_slug}",
+        rate=policy.qontak_ceiling,
+        hit=RateLimitHit(
+            rule=RateRule(rate=policy.qontak_ceiling, tool="", per_key=False),
+            retry_after=0,
+            scope=QONTAK_CEILING_SCOPE,
+        ),
     )
+
+
+async def admit_call(
+    *, policy: TenantPolicy, tenant_slug: str, key_prefix: str, tool: str
+) -> RateLimitHit | None:
+    """Count a tool call against every applicable rate and its first Qontak request against
+    the ceiling, in one round trip; the first limit exceeded, if any.
+
+    Counters live in the shared cache (Redis in production), so the limits hold across
+    workers and hosts. Raises CountersUnavailable when Redis cannot be reached.
+    """
+    windows = _rate_windows(policy, tenant_slug=tenant_slug, key_prefix=key_prefix, tool=tool)
+    return await _count([*windows, _qontak_window(policy, tenant_slug=tenant_slug)])
+
+
+async def admit_qontak_retry(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:
+    """Count one more request to Qontak (a retry) against the tenant's ceiling."""
+    return await _count([_qontak_window(policy, tenant_slug=tenant_slug)])
 
 
 def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool = False) -> None:
@@ -184,7 +288,6 @@ def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool =
     RateLimitPolicy.objects.update_or_create(
         tenant=tenant, tool=tool, per_key=per_key, defaults={"rate": rate}
     )
-    forget_cached_policies()
 
 
 def tool_access_set(
@@ -197,16 +300,14 @@ def tool_access_set(
     ToolPolicy.objects.update_or_create(
         tenant=tenant, api_key=api_key, tool=tool, defaults={"effect": effect}
     )
-    forget_cached_policies()
 
 
 def policy_changed(sender: type[Model], instance: Model, **kwargs: Any) -> None:
     """Log every change to a policy row, whichever path made it (admin, command, shell).
 
-    Connected to post_save and post_delete in the app config. Workers other than this one
-    pick the change up within POLICY_CACHE_SECONDS; this one forgets its cache at once.
+    Connected to post_save and post_delete in the app config; workers pick the change up
+    through the configuration version (controlplane.config_version).
     """
-    forget_cached_policies()
     tenant = getattr(instance, "tenant", None)
     logger.info(
         "%s %s: %s",

@@ -143,7 +143,6 @@ MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=1_000_000)
 DEFAULT_RATE_LIMIT = env.str("DEFAULT_RATE_LIMIT", default="120/m")
 # Requests sent to one tenant's Qontak account (retries included), to protect its quota.
 QONTAK_REQUEST_CEILING = env.str("QONTAK_REQUEST_CEILING", default="600/m")
-POLICY_CACHE_SECONDS = env.float("POLICY_CACHE_SECONDS", default=2.0)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain

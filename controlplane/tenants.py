@@ -92,22 +92,31 @@ def api_key_revoke(*, prefix: str) -> ApiKey:
     return api_key
 
 
+def api_key_usable(api_key: ApiKey) -> bool:
+    """Not revoked, not expired, and its tenant is active (no I/O: the tenant is loaded)."""
+    return api_key.is_usable and api_key.tenant.is_active
+
+
+def api_key_use_due(api_key: ApiKey) -> bool:
+    """Whether last_used_at is due a write: at most once a minute per key, so a busy key does
+    not turn every call into a database write."""
+    last = api_key.last_used_at
+    return last is None or timezone.now() - last > LAST_USED_WRITE_INTERVAL
+
+
 def api_key_authenticate(*, key: str) -> ApiKey | None:
     """The usable key matching `key`, with its tenant; None for unknown, revoked or expired.
-
-    last_used_at is written at most once a minute per key so a busy key does not turn every
-    call into a database write.
-    """
+    Blocking (database)."""
     if not key.startswith(API_KEY_SCHEME) or len(key) > 200:
         return None
     try:
         api_key = ApiKey.objects.select_related("tenant").get(digest=api_key_digest(key))
     except ApiKey.DoesNotExist:
         return None
-    if not api_key.is_usable or not api_key.tenant.is_active:
+    if not api_key_usable(api_key):
         return None
-    now = timezone.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_WRITE_INTERVAL:
+    if api_key_use_due(api_key):
+        now = timezone.now()
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
     return api_key

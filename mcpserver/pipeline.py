@@ -3,27 +3,29 @@
     tool policy -> input -> rate limit -> access token -> Qontak call -> audit
 
 Each step either hands on or raises a domain exception; `run_tool_call` translates the
-exception into an `isError` tool result in one place and always writes the audit row.
-Blocking work (database, cache, Vault) crosses to Django's thread-sensitive executor with
-`sync_to_async`: one thread per worker, so every hop of a call reuses the database connection
-that mcpserver.server checked when the request came in (one health check per request, not
-one per hop; `make bench` counts 3 database round trips per call).
+exception into an `isError` tool result in one place and always queues the audit row.
+A warm call does no blocking work: policies and the access token come from this worker's
+caches, the rate limits are one Redis round trip on the event loop, and the audit row is
+written after the answer (mcpserver.audit_writer). Blocking work on a miss (database, Vault)
+crosses to Django's thread-sensitive executor with `sync_to_async`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, live, metrics, policies, tokens
+from controlplane import audit, metrics, policies, tokens
 from controlplane.errors import (
     ApplicationError,
+    CountersUnavailable,
     CredentialMissing,
     CredentialUnavailable,
     InvalidInput,
@@ -34,6 +36,7 @@ from controlplane.errors import (
 )
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_qontak_base_url
+from mcpserver import audit_writer
 from mcpserver.qontak.client import QontakResponse, TransportFailure, qontak_request
 from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
 from mcpserver.qontak.errors import upstream_error_message
@@ -43,13 +46,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling, established by the API key alone (never by a tool argument)."""
+    """Who is calling, established by the API key alone (never by a tool argument).
+
+    `config_version` is the configuration version read before the key was checked; the
+    request's cached policies must belong to it. `audit_pending` collects the request's
+    audit writes, which mcpserver.server awaits after the answer is sent.
+    """
 
     api_key_id: int
     key_prefix: str
     read_only: bool
     tenant: Tenant
     request_id: str
+    config_version: str | None = None
+    audit_pending: list[asyncio.Future[None]] = field(default_factory=list)
 
     def log_context(self, **more: Any) -> dict[str, Any]:
         return {
@@ -82,6 +92,7 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (InvalidInput, ToolCall.Outcome.INVALID_INPUT),
     (UpstreamError, ToolCall.Outcome.UPSTREAM_ERROR),
     (CredentialUnavailable, ToolCall.Outcome.UNAVAILABLE),
+    (CountersUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CredentialMissing, ToolCall.Outcome.UNAVAILABLE),
     (ReauthorizationRequired, ToolCall.Outcome.UNAVAILABLE),
 )
@@ -104,11 +115,12 @@ def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) 
 
 
 async def _policy(caller: Caller) -> policies.TenantPolicy:
-    """From this worker's cache when fresh (no thread hop), else from the database."""
-    cached = policies.cached_tenant_policy(tenant_id=caller.tenant.pk)
+    """From this worker's cache when current (no thread hop), else from the database."""
+    version = caller.config_version
+    cached = policies.cached_tenant_policy(tenant_id=caller.tenant.pk, version=version)
     if cached is not None:
         return cached
-    return await sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk)
+    return await sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk, version=version)
 
 
 async def visible_tools(caller: Caller) -> list[Endpoint]:
@@ -132,11 +144,11 @@ def _validated_input(endpoint: Endpoint, arguments: dict[str, Any]) -> BaseModel
         raise InvalidInput(_describe_validation_error(endpoint, exc)) from None
 
 
-def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> None:
-    """Rate limits, then the first request of the Qontak ceiling: one thread hop for both."""
-    hit = policies.rate_limit_consume(
+async def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> None:
+    """Rate limits, then the first request of the Qontak ceiling: one round trip for both."""
+    hit = await policies.admit_call(
         policy=policy, tenant_slug=caller.tenant.slug, key_prefix=caller.key_prefix, tool=tool
-    ) or policies.qontak_request_consume(policy=policy, tenant_slug=caller.tenant.slug)
+    )
     if hit is not None:
         metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope or hit.rule.scope).inc()
         logger.info(
@@ -176,9 +188,7 @@ async def _send(
     path, params, body = endpoint.request_parts(data)
 
     async def count_retry() -> None:
-        hit = await sync_to_async(policies.qontak_request_consume)(
-            policy=policy, tenant_slug=caller.tenant.slug
-        )
+        hit = await policies.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
         if hit is not None:
             raise RateLimited(hit.message, retry_after=hit.retry_after)
 
@@ -237,7 +247,7 @@ async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]
         logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
         raise ToolDenied(f"tool '{tool}' is not available to this API key")
     data = _validated_input(endpoint, arguments)
-    await sync_to_async(_admit)(policy, caller, tool)
+    await _admit(policy, caller, tool)
     response = await _send(caller, policy, endpoint, data)
     return _completed(endpoint, data, response)
 
@@ -267,25 +277,17 @@ async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | N
     elapsed = time.perf_counter() - started
     metrics.TOOL_CALLS.labels(tool=tool[:100], outcome=completed.outcome).inc()
     metrics.TOOL_CALL_LATENCY.observe(elapsed)
-    row, watched = await sync_to_async(_audit)(
-        audit.ToolCallRecord(
-            tenant_id=caller.tenant.pk,
-            api_key_id=caller.api_key_id,
-            key_prefix=caller.key_prefix,
-            tool=tool,
-            arguments=arguments,
-            outcome=completed.outcome,
-            upstream_status=completed.upstream_status,
-            latency_ms=elapsed * 1000,
-            request_id=caller.request_id,
-            message="" if not completed.result.is_error else completed.result.text,
-        )
+    record = audit.ToolCallRecord(
+        tenant_id=caller.tenant.pk,
+        api_key_id=caller.api_key_id,
+        key_prefix=caller.key_prefix,
+        tool=tool,
+        arguments=arguments,
+        outcome=completed.outcome,
+        upstream_status=completed.upstream_status,
+        latency_ms=elapsed * 1000,
+        request_id=caller.request_id,
+        message="" if not completed.result.is_error else completed.result.text,
     )
-    if row is not None and watched:
-        live.publish_in_background(row, tenant_slug=caller.tenant.slug)
+    caller.audit_pending.append(audit_writer.submit(record, tenant_slug=caller.tenant.slug))
     return completed.result
-
-
-def _audit(record: audit.ToolCallRecord) -> tuple[ToolCall | None, bool]:
-    """The audit row, and whether a live feed wants it: one thread hop for both."""
-    return audit.tool_call_record(record), live.feed_watched()

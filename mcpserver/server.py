@@ -7,6 +7,7 @@ MCP-Protocol-Version header. The SDK's session manager must be running (see `lif
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -23,9 +24,16 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
+from controlplane import config_version
+from controlplane.config_version import VersionedCache
 from controlplane.models import ApiKey
-from controlplane.tenants import api_key_authenticate
-from mcpserver import pipeline
+from controlplane.tenants import (
+    api_key_authenticate,
+    api_key_digest,
+    api_key_usable,
+    api_key_use_due,
+)
+from mcpserver import audit_writer, pipeline
 from mcpserver.qontak.client import close_client
 
 logger = logging.getLogger(__name__)
@@ -119,6 +127,7 @@ async def lifespan() -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await audit_writer.drain()
             await close_client()
 
 
@@ -154,6 +163,25 @@ def _authenticate_request(key: str) -> ApiKey | None:
     return api_key_authenticate(key=key)
 
 
+# This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
+_known_keys: VersionedCache[str, ApiKey] = VersionedCache()
+
+
+async def _authenticated_key(key: str, version: str | None) -> ApiKey | None:
+    """The usable key for `key`: this worker's copy when it belongs to `version`, else the
+    database (which also records the key's use, once a minute)."""
+    digest = api_key_digest(key)
+    known = _known_keys.get(digest, version)
+    if known is not None and api_key_usable(known) and not api_key_use_due(known):
+        return known
+    api_key = await sync_to_async(_authenticate_request)(key)
+    if api_key is None:
+        _known_keys.discard(digest)
+    else:
+        _known_keys.put(digest, version, api_key)
+    return api_key
+
+
 def _bearer_key(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -176,8 +204,9 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
+    version = await config_version.current()
     try:
-        api_key = None if key is None else await sync_to_async(_authenticate_request)(key)
+        api_key = None if key is None else await _authenticated_key(key, version)
     except DatabaseError:
         logger.exception(
             "database unavailable while checking an API key",
@@ -199,11 +228,15 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         )
         await _reject_unauthenticated(send, advice)
         return
-    scope.setdefault("state", {})[CALLER_STATE_KEY] = pipeline.Caller(
+    caller = pipeline.Caller(
         api_key_id=api_key.pk,
         key_prefix=api_key.prefix,
         read_only=api_key.read_only,
         tenant=api_key.tenant,
         request_id=request_id,
+        config_version=version,
     )
+    scope.setdefault("state", {})[CALLER_STATE_KEY] = caller
     await session_manager.handle_request(scope, receive, send)
+    # The answer is out; the request ends once its audit rows are committed.
+    await asyncio.gather(*caller.audit_pending)

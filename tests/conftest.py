@@ -12,12 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import httpx2
@@ -36,6 +37,10 @@ from controlplane.devstack import (
     start_simulator,
     wait_until_ready,
 )
+from controlplane.models import Tenant, ToolCall
+
+if TYPE_CHECKING:
+    from mcpserver.pipeline import Caller, ToolResult
 
 T = TypeVar("T")
 
@@ -143,9 +148,15 @@ class ControlPlaneServer:
 
 
 def start_control_plane(
-    log_dir: Path, vault_url: str, vault_token: str, simulator_url: str, workers: int = 1
+    log_dir: Path,
+    vault_url: str,
+    vault_token: str,
+    simulator_url: str,
+    workers: int = 1,
+    **settings_env: str,
 ) -> ControlPlaneServer:
-    """uvicorn serving the ASGI app against the test database, in its own process."""
+    """uvicorn serving the ASGI app against the test database, in its own process;
+    `settings_env` overrides environment settings (e.g. REDIS_URL)."""
     port = free_port()
     env = {
         "DJANGO_SETTINGS_MODULE": "controlplane.settings",
@@ -154,8 +165,8 @@ def start_control_plane(
         "VAULT_TOKEN": vault_token,
         "VAULT_TIMEOUT": "2",
         "QONTAK_BASE_URL": simulator_url,
-        "POLICY_CACHE_SECONDS": str(settings.POLICY_CACHE_SECONDS),
         "LOG_LEVEL": "DEBUG",
+        **settings_env,
     }
     name = f"controlplane-{port}"
     log_path = log_dir / f"{name}.log"
@@ -226,6 +237,28 @@ def make_tenant(
     policies.forget_cached_policies()
 
 
+def audited_calls(
+    tenant: Tenant, count: int, timeout: float = 5.0, **filters: Any
+) -> list[ToolCall]:
+    """The tenant's audit rows matching `filters`, oldest id first, once `count` are there.
+
+    The server commits a call's row just after sending the response, so a test reading rows
+    right after a call waits here; fewer than `count` rows after `timeout` seconds fail it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = list(ToolCall.objects.filter(tenant=tenant, **filters).order_by("pk"))
+        if len(rows) >= count:
+            return rows
+        if time.monotonic() >= deadline:
+            found = [(row.tool, row.outcome) for row in rows]
+            raise AssertionError(
+                f"expected at least {count} audit rows for tenant {tenant.slug} matching "
+                f"{filters} within {timeout} s; found {len(rows)}: {found}"
+            )
+        time.sleep(0.05)
+
+
 def in_process_caller(prefix: str, request_id: str) -> Any:
     """A new tenant and key, as the pipeline sees them, for tests that run it in-process."""
     from mcpserver import pipeline
@@ -239,6 +272,18 @@ def in_process_caller(prefix: str, request_id: str) -> Any:
         tenant=tenant,
         request_id=request_id,
     )
+
+
+async def run_tool_call_and_drain(
+    caller: Caller, tool: str, arguments: dict[str, Any] | None
+) -> ToolResult:
+    """run_tool_call in-process, returning once its audit row is written (the pipeline hands
+    the row to the audit writer and returns without waiting for it)."""
+    from mcpserver import audit_writer, pipeline
+
+    result = await pipeline.run_tool_call(caller, tool, arguments)
+    await audit_writer.drain()
+    return result
 
 
 @asynccontextmanager

@@ -242,8 +242,7 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
     from django.core.cache import cache
 
     from controlplane import live
-    from mcpserver import pipeline
-    from tests.conftest import in_process_caller
+    from tests.conftest import in_process_caller, run_tool_call_and_drain
 
     caller = in_process_caller("watch", "req-watch")
     tenant = caller.tenant
@@ -265,10 +264,10 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
         channel = await layer.new_channel()
         await layer.group_add(live.LIVE_GROUP, channel)
         await cache.adelete(live.WATCHED_KEY)
-        await pipeline.run_tool_call(caller, "nothing_watched", {})
+        await run_tool_call_and_drain(caller, "nothing_watched", {})
         unseen = await next_event_for_tenant(channel, 0.5)
         await live.mark_feed_watched()
-        await pipeline.run_tool_call(caller, "while_watched", {})
+        await run_tool_call_and_drain(caller, "while_watched", {})
         seen = await next_event_for_tenant(channel, 5)
         await layer.group_discard(live.LIVE_GROUP, channel)
         return unseen, seen

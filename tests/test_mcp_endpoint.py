@@ -10,9 +10,8 @@ import httpx
 import pytest
 from mcp import Client
 
-from controlplane.models import ToolCall
 from controlplane.tenants import PREFIX_LENGTH, api_key_revoke
-from tests.conftest import simulator_requests, with_mcp
+from tests.conftest import audited_calls, simulator_requests, with_mcp
 
 CONTACT_TOOLS = {
     "list_contacts",
@@ -77,11 +76,7 @@ def test_contact_round_trip_reaches_the_tenants_qontak_account(
     routes = [r["route"] for r in simulator_requests(simulator, demo.account)]
     assert "POST /api/v3.1/contacts" in routes
     assert "DELETE /api/v3.1/contacts/:id" in routes
-    outcomes = list(
-        ToolCall.objects.filter(tenant=demo.tenant)
-        .order_by("created_at")
-        .values_list("tool", "outcome")
-    )
+    outcomes = [(row.tool, row.outcome) for row in audited_calls(demo.tenant, 6)]
     assert outcomes[0] == ("create_contact", "ok")
     assert outcomes[-1] == ("get_contact", "upstream_error")
     assert len(outcomes) == 6
@@ -187,8 +182,8 @@ def test_invalid_arguments_get_a_clear_error_and_never_reach_qontak(
     assert result.is_error
     assert named in result.content[0].text
     assert not [r for r in simulator_requests(simulator, demo.account) if "/api/" in r["path"]]
-    row = ToolCall.objects.get(tenant=demo.tenant)
-    assert (row.tool, row.outcome) == (tool, "invalid_input")
+    rows = audited_calls(demo.tenant, 1)
+    assert [(row.tool, row.outcome) for row in rows] == [(tool, "invalid_input")]
 
 
 def test_unknown_tool_is_an_error_result_and_audited(control_plane, make_tenant, era):
@@ -200,7 +195,7 @@ def test_unknown_tool_is_an_error_result_and_audited(control_plane, make_tenant,
     result = with_mcp(control_plane.mcp_url, demo.key, era, call)
     assert result.is_error
     assert "unknown tool 'drop_database'" in result.content[0].text
-    assert ToolCall.objects.get(tenant=demo.tenant).outcome == "invalid_input"
+    assert [row.outcome for row in audited_calls(demo.tenant, 1)] == ["invalid_input"]
 
 
 @pytest.mark.parametrize(
@@ -250,7 +245,7 @@ def test_tool_error_from_a_tool_name_in_a_bad_call_is_audited_with_the_tool(
     response = _post_mcp(control_plane.mcp_url, demo.key, body)
     assert response.status_code == 200
     assert response.json()["result"]["isError"] is True
-    assert ToolCall.objects.get(tenant=demo.tenant).tool == "get_contact"
+    assert [row.tool for row in audited_calls(demo.tenant, 1)] == ["get_contact"]
 
 
 def test_healthz_reports_database_cache_and_vault(control_plane, transactional_db):

@@ -13,7 +13,7 @@ from mcp import Client
 
 from controlplane import vault
 from controlplane.logredact import RedactSecretsFilter, redact
-from tests.conftest import simulator_requests, with_mcp
+from tests.conftest import audited_calls, simulator_requests, with_mcp
 
 
 def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(
@@ -52,6 +52,7 @@ def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(
             secrets.add(body["refresh_token"])
     assert len(secrets) >= 6
 
+    audited_calls(demo.tenant, 3)  # the exports below must include this test's calls
     database = io.StringIO()
     call_command("dumpdata", stdout=database)
     audit_jsonl = io.StringIO()

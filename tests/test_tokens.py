@@ -23,10 +23,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from controlplane import tokens, vault
 from controlplane.devstack import ManagedProcess, SealedVault, free_port, start_simulator
-from controlplane.models import QontakCredential, ToolCall
+from controlplane.models import QontakCredential
 from tests.conftest import (
     ControlPlaneServer,
     _test_database_url,
+    audited_calls,
     set_simulator_faults,
     simulator_account,
     simulator_requests,
@@ -109,8 +110,8 @@ def test_invalid_grant_marks_the_tenant_for_reauthorization_and_calls_say_so(
     credential = QontakCredential.objects.get(tenant=demo.tenant)
     assert credential.status == QontakCredential.Status.NEEDS_REAUTHORIZATION
     assert "invalid_grant" in credential.last_error
-    outcomes = ToolCall.objects.filter(tenant=demo.tenant).values_list("outcome", flat=True)
-    assert list(outcomes)[:2] == ["unavailable", "unavailable"]
+    outcomes = [row.outcome for row in audited_calls(demo.tenant, 3)]  # warm-up + twice
+    assert outcomes[-2:] == ["unavailable", "unavailable"]
     token_requests = [
         r for r in simulator_requests(own_simulator, demo.account) if r["path"] == "/oauth/token"
     ]
@@ -153,7 +154,7 @@ def test_fifty_concurrent_calls_at_expiry_across_two_workers_refresh_once(
         assert after["stale_refresh_attempts"] == 0
         stored = vault.read_tenant_secret(demo.tenant.slug)
         assert stored is not None and stored.refresh_token == after["refresh_token"]
-        assert ToolCall.objects.filter(tenant=demo.tenant, outcome="ok").count() == 50
+        assert len(audited_calls(demo.tenant, 50, outcome="ok")) == 50
     finally:
         server.process.stop()
         simulator.stop()
@@ -194,7 +195,7 @@ def test_vault_outage_keeps_warm_tenants_working_and_others_get_a_clear_error(
         refused = with_mcp(server.mcp_url, cold.key, "2026-07-28", _get_contact)
         assert refused.is_error
         assert "credential store unavailable" in refused.content[0].text
-        assert ToolCall.objects.get(tenant=cold.tenant).outcome == "unavailable"
+        assert [row.outcome for row in audited_calls(cold.tenant, 1)] == ["unavailable"]
         # Nothing half-written: Qontak was never asked to rotate the cold tenant's token.
         assert simulator_account(simulator, cold.account)["refresh_count"] == cold_refreshes
 

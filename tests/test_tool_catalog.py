@@ -12,10 +12,9 @@ import httpx
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
-from controlplane.models import ToolCall
 from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
 from mcpserver.simulator.collection import CollectionRequest, load_requests
-from tests.conftest import simulator_requests, with_mcp
+from tests.conftest import audited_calls, simulator_requests, with_mcp
 
 OAUTH_ROUTE = "POST /oauth/token"
 COLLECTION_ROUTES = {request.route_key for request in load_requests()}
@@ -221,7 +220,7 @@ def test_every_tool_reaches_its_collection_route_with_the_arguments_sent(
         assert request["status"] == 200, call.tool
         documented = documented_query(call.route)
         assert documented.items() <= request["query"].items(), call.tool
-    outcomes = set(ToolCall.objects.filter(tenant=demo.tenant).values_list("outcome", flat=True))
+    outcomes = {row.outcome for row in audited_calls(demo.tenant, len(calls))}
     assert outcomes == {"ok"}
 
 
@@ -252,7 +251,7 @@ def test_upstream_errors_say_what_qontak_answered_and_what_to_do(
     assert "(Qontak says" not in invalid_deal  # the field problems already say it
     assert "call create_deal again" in invalid_deal
     assert "get_required_fields_for_deal" in invalid_deal
-    rows = ToolCall.objects.filter(tenant=demo.tenant).order_by("created_at")
+    rows = audited_calls(demo.tenant, 3)
     assert [(r.outcome, r.upstream_status) for r in rows] == [
         ("upstream_error", 404),
         ("upstream_error", 404),
@@ -315,5 +314,5 @@ def test_invalid_arguments_name_the_field_and_never_reach_qontak(
             result.content[0].text
         )
     assert not [r for r in simulator_requests(simulator, demo.account) if "/api/" in r["path"]]
-    outcomes = list(ToolCall.objects.filter(tenant=demo.tenant).values_list("outcome", flat=True))
+    outcomes = [row.outcome for row in audited_calls(demo.tenant, len(INVALID_CALLS))]
     assert outcomes == ["invalid_input"] * len(INVALID_CALLS)

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from controlplane.models import ToolCall
-from tests.conftest import with_mcp
+from tests.conftest import audited_calls, with_mcp
 
 
 @dataclass(frozen=True)
@@ -121,11 +120,7 @@ def test_record_round_trip_ends_in_a_404_naming_the_record(control_plane, make_t
         .content[0]
         .text.startswith(f"Qontak answered HTTP 404: {trip.label} {result['id']} not found")
     )
-    outcomes = list(
-        ToolCall.objects.filter(tenant=demo.tenant)
-        .order_by("created_at")
-        .values_list("outcome", flat=True)
-    )
+    outcomes = [row.outcome for row in audited_calls(demo.tenant, 7)]
     assert outcomes == ["ok"] * 6 + ["upstream_error"]
 
 

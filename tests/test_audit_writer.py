@@ -1,0 +1,93 @@
+"""Audit rows written after the answer: batched, retried, and never silently lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, OperationalError
+
+from controlplane import audit, metrics
+from controlplane.models import ToolCall
+from mcpserver import audit_writer, pipeline
+from tests.conftest import in_process_caller, run_tool_call_and_drain
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_writer, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_of_concurrent_calls_share_inserts(monkeypatch):
+    caller = in_process_caller("batch", "req-batch")
+    batch_sizes: list[int] = []
+    write = audit.tool_calls_record
+
+    def counted(records: Any) -> list[ToolCall]:
+        batch_sizes.append(len(records))
+        return write(records)
+
+    monkeypatch.setattr(audit, "tool_calls_record", counted)
+
+    async def twenty_calls() -> None:
+        await asyncio.gather(
+            *(pipeline.run_tool_call(caller, "no_such_tool", {"n": n}) for n in range(20))
+        )
+        await audit_writer.drain()
+
+    asyncio.run(twenty_calls())
+    assert sum(batch_sizes) == 20
+    assert len(batch_sizes) < 20
+    stored = ToolCall.objects.filter(tenant=caller.tenant)
+    assert sorted(row.arguments["n"] for row in stored) == list(range(20))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_database_refuses_for_a_moment_is_written_on_retry(
+    monkeypatch, quick_retries, caplog
+):
+    caller = in_process_caller("retry", "req-retry")
+    write = audit.tool_calls_record
+    failures = iter([OperationalError("server closed the connection"), DatabaseError("busy")])
+
+    def flaky(records: Any) -> list[ToolCall]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return write(records)
+
+    monkeypatch.setattr(audit, "tool_calls_record", flaky)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run_tool_call_and_drain(caller, "no_such_tool", {}))
+    assert ToolCall.objects.get(tenant=caller.tenant).request_id == "req-retry"
+    retries = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_retry"]
+    assert len(retries) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_keeps_refusing_is_logged_in_full_and_counted(
+    monkeypatch, quick_retries, caplog
+):
+    caller = in_process_caller("lost", "req-lost")
+
+    def refused(records: Any) -> list[ToolCall]:
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(audit, "tool_calls_record", refused)
+    before = metrics.AUDIT_WRITE_FAILURES._value.get()
+    arguments = {"email": "ann@example.com", "page": 2}
+    result = asyncio.run(run_tool_call_and_drain(caller, "no_such_tool", arguments))
+
+    assert result.is_error  # the caller still got its answer
+    assert metrics.AUDIT_WRITE_FAILURES._value.get() == before + 1
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_failed"]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    line = logged[0].getMessage()
+    assert '"request_id": "req-lost"' in line
+    assert '"outcome": "invalid_input"' in line
+    assert '"page": 2' in line and '"email": "[redacted]"' in line
+    assert "ann@example.com" not in line
+    assert not ToolCall.objects.filter(tenant=caller.tenant).exists()
