@@ -8,8 +8,9 @@ write; only the client stops waiting. Either way the row is written after Qontak
 a worker killed mid-call loses the row it would have lost before.
 
 A batch the database refuses is retried after RETRY_DELAYS; a row still refused is logged in
-full at ERROR (controlplane.audit.tool_call_not_recorded). Each row is also published to the
-live feed while an operator watches it.
+full at ERROR (controlplane.audit.tool_call_not_recorded). A row that breaks a constraint
+(its tenant deleted mid-call) is logged at once and does not hold back the rest of its batch.
+Each row is also published to the live feed while an operator watches it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import weakref
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+)
 from django.db import connection as db_connection
 
 from controlplane import audit, live
@@ -86,10 +93,13 @@ async def _flush(writer: _Writer) -> None:
                 pending.written.set_result(None)
         if rows is not None and rows[1]:
             for row, pending in zip(rows[0], batch, strict=True):
-                live.publish_in_background(row, tenant_slug=pending.tenant_slug)
+                if row is not None:
+                    live.publish_in_background(row, tenant_slug=pending.tenant_slug)
 
 
-async def _write_with_retries(batch: list[_Pending]) -> tuple[list[ToolCall], bool] | None:
+async def _write_with_retries(
+    batch: list[_Pending],
+) -> tuple[list[ToolCall | None], bool] | None:
     records = [pending.record for pending in batch]
     failure: BaseException | None = None
     for delay in (*RETRY_DELAYS, None):
@@ -115,17 +125,30 @@ async def _write_with_retries(batch: list[_Pending]) -> tuple[list[ToolCall], bo
     return None
 
 
-def _write(records: list[audit.ToolCallRecord]) -> tuple[list[ToolCall], bool]:
-    """The rows, and whether a live feed wants them: one thread hop for both."""
+def _write(records: list[audit.ToolCallRecord]) -> tuple[list[ToolCall | None], bool]:
+    """The rows (None where one was refused), and whether a live feed wants them: one thread
+    hop for both."""
     global _next_connection_check
     now = time.monotonic()
     if now >= _next_connection_check:
         close_old_connections()
         _next_connection_check = now + CONNECTION_CHECK_SECONDS
     try:
-        rows = audit.tool_calls_record(records)
+        rows: list[ToolCall | None] = list(audit.tool_calls_record(records))
+    except IntegrityError:
+        rows = [_write_alone(record) for record in records]
     except (InterfaceError, OperationalError):
         db_connection.close()  # broken: the next attempt opens a fresh one
         _next_connection_check = 0.0
         raise
     return rows, live.feed_watched()
+
+
+def _write_alone(record: audit.ToolCallRecord) -> ToolCall | None:
+    """One row of a batch the database refused as a whole (say its tenant was deleted while
+    the call ran): retrying cannot fix such a row, and it must not hold back the others."""
+    try:
+        return audit.tool_calls_record([record])[0]
+    except IntegrityError as exc:
+        audit.tool_call_not_recorded(record, exc)
+        return None

@@ -7,10 +7,11 @@ import logging
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, OperationalError
 
 from controlplane import audit, metrics
-from controlplane.models import ToolCall
+from controlplane.models import Tenant, ToolCall
 from mcpserver import audit_writer, pipeline
 from tests.conftest import in_process_caller, run_tool_call_and_drain
 
@@ -91,3 +92,24 @@ def test_a_row_the_database_keeps_refusing_is_logged_in_full_and_counted(
     assert '"page": 2' in line and '"email": "[redacted]"' in line
     assert "ann@example.com" not in line
     assert not ToolCall.objects.filter(tenant=caller.tenant).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_tenant_was_deleted_is_logged_and_does_not_hold_back_its_batch(
+    monkeypatch, quick_retries, caplog
+):
+    kept = in_process_caller("kept", "req-kept")
+    gone = in_process_caller("gone", "req-gone")
+    monkeypatch.setattr(audit_writer, "BATCH_WINDOW_SECONDS", 0.5)  # one batch for both
+
+    async def scenario() -> None:
+        await pipeline.run_tool_call(kept, "no_such_tool", {})
+        await pipeline.run_tool_call(gone, "no_such_tool", {})
+        await sync_to_async(Tenant.objects.filter(pk=gone.tenant.pk).delete)()
+        await audit_writer.drain()
+
+    asyncio.run(scenario())
+    assert ToolCall.objects.get(tenant=kept.tenant).request_id == "req-kept"
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_failed"]
+    assert [r.request_id for r in logged] == ["req-gone"]
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "audit_write_retry"]
