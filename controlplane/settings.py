@@ -76,8 +76,15 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the ASGI worker and management commands share the file.
+    # IMMEDIATE: a transaction takes the write lock when it begins, so it waits for the
+    # server's audit writes instead of failing with "database is locked" when one commits
+    # between its first read and its first write (SQLite cannot upgrade a stale snapshot).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
     # A file, not memory, so the servers the end-to-end tests start can open it too; one per
     # test process, so two test runs on one checkout never share it.

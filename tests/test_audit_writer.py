@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import uuid
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, OperationalError, connection
 
 from controlplane import audit, metrics
 from controlplane.models import Tenant, ToolCall
+from controlplane.tenants import tenant_create
 from mcpserver import audit_writer, pipeline
 from tests.conftest import in_process_caller, run_tool_call_and_drain
 
@@ -113,3 +116,40 @@ def test_a_row_whose_tenant_was_deleted_is_logged_and_does_not_hold_back_its_bat
     logged = [r for r in caplog.records if getattr(r, "event", None) == "audit_write_failed"]
     assert [r.request_id for r in logged] == ["req-gone"]
     assert not [r for r in caplog.records if getattr(r, "event", None) == "audit_write_retry"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operator_changes_succeed_while_audit_rows_are_being_written():
+    """On SQLite a transaction that read before another connection committed could not write
+    ("database is locked"); operators edit while the server keeps writing rows."""
+    writer_tenant = tenant_create(slug=f"busy-{uuid.uuid4().hex[:8]}")
+    record = audit.ToolCallRecord(
+        tenant_id=writer_tenant.pk,
+        api_key_id=None,
+        key_prefix="qmcp_busy",
+        tool="get_contact",
+        arguments={},
+        outcome="ok",
+        upstream_status=200,
+        latency_ms=1.0,
+        request_id="req-busy",
+        message="",
+    )
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        try:
+            while not stop.is_set():
+                audit.tool_calls_record([record])
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        created = [tenant_create(slug=f"op-{n}-{uuid.uuid4().hex[:6]}") for n in range(40)]
+    finally:
+        stop.set()
+        writer.join()
+    assert len(created) == 40
+    assert ToolCall.objects.filter(tenant=writer_tenant).exists()
