@@ -219,9 +219,21 @@ class TenantWithKey:
 
 @pytest.fixture
 def make_tenant(
-    transactional_db: None, openbao: ManagedProcess, simulator: ManagedProcess
+    request: pytest.FixtureRequest,
+    transactional_db: None,
+    openbao: ManagedProcess,
+    simulator: ManagedProcess,
 ) -> Iterator[Callable[..., TenantWithKey]]:
-    """A tenant with its own simulator account, a refresh token in Vault and an API key."""
+    """A tenant with its own simulator account, a refresh token in Vault and an API key.
+
+    With the shared control plane in use, the test ends only once the server has written its
+    audit rows: a row written after the database is emptied would fail its foreign keys.
+    """
+    wait_for_audit_rows = (
+        audit_barrier(request.getfixturevalue("control_plane"))
+        if "control_plane" in request.fixturenames
+        else None
+    )
 
     def make(prefix: str = "t", qontak: ManagedProcess | None = None) -> TenantWithKey:
         slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -233,6 +245,8 @@ def make_tenant(
         return TenantWithKey(tenant=tenant, key=issued.key, account=slug)
 
     yield make
+    if wait_for_audit_rows is not None:
+        wait_for_audit_rows()
     tokens.forget_cached_tokens()
     policies.forget_cached_policies()
 
@@ -257,6 +271,23 @@ def audited_calls(
                 f"{filters} within {timeout} s; found {len(rows)}: {found}"
             )
         time.sleep(0.05)
+
+
+def audit_barrier(server: ControlPlaneServer) -> Callable[[], None]:
+    """A wait for every audit row the single-worker `server` has queued by the time it is
+    called: the writer commits rows in order, so one more call's row is written last.
+
+    Its tenant is created now, not when waiting: on SQLite, a transaction racing the
+    server's audit writes can fail with "database is locked".
+    """
+    tenant = tenants.tenant_create(slug=f"barrier-{uuid.uuid4().hex[:8]}")
+    key = tenants.api_key_issue(tenant=tenant).key
+
+    def wait() -> None:
+        with_mcp(server.mcp_url, key, "2026-07-28", lambda client: client.call_tool("barrier", {}))
+        audited_calls(tenant, 1)
+
+    return wait
 
 
 def in_process_caller(prefix: str, request_id: str) -> Any:
