@@ -101,7 +101,7 @@ class RateLimitPolicyForm(forms.ModelForm):
         fields = ("tenant", "rate", "tool", "per_key")
         help_texts = {
             "rate": "Calls allowed per window: COUNT/UNIT with UNIT s, m, h or d (e.g. 120/m). "
-            "Applies on the next call in every worker, within seconds.",
+            "Applies on the next call in every worker.",
         }
 
 

@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -153,7 +154,7 @@ class Window:
     rate: str
     hit: RateLimitHit
 
-    @property
+    @cached_property
     def limit_and_period(self) -> tuple[int, int]:
         limit, period = _split_rate(self.rate)
         return int(limit), int(period)

@@ -204,7 +204,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
-    version = await config_version.current()
+    version = None if key is None else await config_version.current()
     try:
         api_key = None if key is None else await _authenticated_key(key, version)
     except DatabaseError:
