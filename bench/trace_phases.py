@@ -2,11 +2,11 @@
 
 Serves the control plane in this process with uvicorn (one worker, the bench's serving
 settings) and wraps, without changing their code, the steps of the pipeline: every
-`sync_to_async` hop (time waiting for the thread vs. time running in it), the configuration
-version read, the key check, the rate-limit round trip, the Qontak request, the audit batch
-written after the answer, the live-feed publish and the whole ASGI request (which now ends
-after the audit write, so it is longer than what the client waits). A load generator given
-on the command line drives it; the table printed at the end is per call, in milliseconds.
+`sync_to_async` hop (time waiting for the thread vs. time running in it), the key check, the
+rate-limit round trip, the Qontak request, the audit batch written after the answer, the
+live-feed publish and the whole ASGI request (which ends after the audit write, so it is
+longer than what the client waits). A load generator given on the command line drives it;
+the table printed at the end is per call, in milliseconds.
 
 Run through bench/run.py, which starts the stack and passes the environment.
 """
@@ -75,7 +75,7 @@ def _timed_hops(original: Callable[..., Any]) -> Callable[..., Any]:
 def instrument() -> Any:
     from asgiref.sync import sync_to_async
 
-    from controlplane import asgi, config_version, live, policies
+    from controlplane import asgi, live, policies
     from mcpserver import audit_writer, pipeline, server
 
     hops = _timed_hops(sync_to_async)
@@ -83,7 +83,6 @@ def instrument() -> Any:
         (pipeline, "sync_to_async", hops),
         (server, "sync_to_async", hops),
         (audit_writer, "sync_to_async", hops),
-        (config_version, "current", None),
         (server, "_authenticated_key", None),
         (policies, "admit_call", None),
         (pipeline, "qontak_request", None),

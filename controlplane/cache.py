@@ -6,9 +6,9 @@ request (measured by `make bench`: one connection and ~4 ms per tool call). Rate
 counters, locks and the health check all go through this backend, so they share one pool.
 
 The tool-call path also talks to Redis without Django's cache API, on an asyncio client: the
-configuration version and the rate-limit windows each take one round trip on the event loop
-instead of a thread hop and several commands (see controlplane.config_version and
-controlplane.policies). Keys are built with the cache's own key function, so both paths
+rate-limit windows take one round trip on the event loop instead of a thread hop and several
+commands (controlplane.policies); configuration changes arrive on a subscription of their
+own (controlplane.config_version). Keys are built with the cache's own key function, so both paths
 read and write the same entries. Without REDIS_URL there is no shared store and these
 clients are None.
 """

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 class Caller:
     """Who is calling, established by the API key alone (never by a tool argument).
 
-    `config_version` is the configuration version read before the key was checked; the
+    `config_version` is the worker's configuration version when the key was checked; the
     request's cached policies must belong to it. `audit_pending` collects the request's
     audit writes, which mcpserver.server awaits after the answer is sent.
     """

@@ -122,8 +122,9 @@ session_manager = StreamableHTTPSessionManager(
 
 @asynccontextmanager
 async def lifespan() -> AsyncIterator[None]:
-    """Run the SDK's session manager for the life of the process; close the HTTP pool after."""
-    async with session_manager.run():
+    """Run the SDK's session manager and follow configuration changes for the life of the
+    process; write the last audit rows and close the HTTP pool after."""
+    async with session_manager.run(), config_version.following_changes():
         try:
             yield
         finally:
@@ -204,7 +205,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
     request_id = _request_id_from(scope)
     key = _bearer_key(scope)
-    version = None if key is None else await config_version.current()
+    version = None if key is None else config_version.current()
     try:
         api_key = None if key is None else await _authenticated_key(key, version)
     except DatabaseError:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import call_command
 
@@ -21,6 +25,7 @@ from controlplane.models import Tenant
 from controlplane.tenants import PREFIX_LENGTH
 from tests.conftest import ControlPlaneServer, audited_calls, start_control_plane
 
+WATCH_LIVE = "following configuration changes"
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 # Enough separate connections that both workers of a two-worker server answer some.
 CALLS_PER_CHECK = 12
@@ -127,51 +132,152 @@ def test_a_copy_is_dropped_when_the_version_changes_or_it_grows_old(monkeypatch)
     assert copies.get("key", "v1") is None
 
 
+class PrivateRedis:
+    """A Redis of one test's own, so it can be stopped, paused and restarted on its port."""
+
+    def __init__(self, workdir: Path, password: str = "") -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def publish_change(self) -> None:
+        redis.Redis.from_url(self.url).publish("changes", b"")
+
+
 @pytest.fixture
-def private_redis(tmp_path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A Redis of this test's own, so it can be stopped without disturbing the suite."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout != (
-        b"PONG\n"
-    ):
-        assert time.monotonic() < deadline, "redis-server did not start"
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _log_count(server: ControlPlaneServer, event: str) -> int:
+    return server.process.log_path.read_text().count(event)
+
+
+def _wait_for_log(server: ControlPlaneServer, event: str, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while _log_count(server, event) < count:
+        assert time.monotonic() < deadline, f"no {count} x '{event}' in {server.process.log_path}"
         time.sleep(0.05)
-    yield url, process
-    process.kill()
-    process.wait()
 
 
 def test_with_redis_down_keys_are_checked_in_the_database_and_calls_are_refused_clearly(
     log_dir, openbao, simulator, make_tenant, private_redis
 ):
-    redis_url, redis_process = private_redis
     server = start_control_plane(
-        log_dir, openbao.url, openbao.extra["token"], simulator.url, REDIS_URL=redis_url
+        log_dir, openbao.url, openbao.extra["token"], simulator.url, REDIS_URL=private_redis.url
     )
     try:
         wait_until_ready(server.process, f"{server.url}/healthz")
         demo = make_tenant()
         assert not _call(server, demo.key, "get_contact", {"id": 1})["isError"]
-        redis_process.kill()
-        redis_process.wait()
+        private_redis.stop()
 
         refused = _call(server, demo.key, "get_contact", {"id": 1})
         assert refused["isError"]
         assert refused["content"][0]["text"] == (
             "the control plane cannot reach its rate-limit counters (Redis); retry shortly"
         )
-        # The version cannot be read, so the worker asks the database: revocation still holds.
+        # The subscription is gone, so the worker asks the database: revocation still holds.
         call_command("revoke_api_key", demo.key[:PREFIX_LENGTH], stdout=io.StringIO())
         assert _post(server, demo.key, LIST_TOOLS).status_code == 401
     finally:
         server.process.stop()
     outcomes = [row.outcome for row in audited_calls(demo.tenant, 2)]
     assert outcomes == ["ok", "unavailable"]
+
+
+def test_a_change_made_while_redis_was_down_applies_once_the_worker_resubscribes(
+    log_dir, openbao, simulator, make_tenant, private_redis
+):
+    server = start_control_plane(
+        log_dir, openbao.url, openbao.extra["token"], simulator.url, REDIS_URL=private_redis.url
+    )
+    try:
+        _wait_for_log(server, WATCH_LIVE, 1)
+        demo = make_tenant()
+        assert _post(server, demo.key, LIST_TOOLS).status_code == 200  # the key is now cached
+        private_redis.stop()
+        _wait_for_log(server, "config_watch_lost", 1)
+        # Announced to nobody: Redis is down. The worker's copy of the key is still there.
+        call_command("revoke_api_key", demo.key[:PREFIX_LENGTH], stdout=io.StringIO())
+        private_redis.start()
+        _wait_for_log(server, WATCH_LIVE, 2)
+        assert _post(server, demo.key, LIST_TOOLS).status_code == 401
+    finally:
+        server.process.stop()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` for up to 10 s."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met within 10 s")
+
+
+async def test_each_announcement_gives_the_worker_a_new_version(tmp_path):
+    """Through a Redis that requires a password, as production ones do."""
+    secured = PrivateRedis(tmp_path, password="s3cret pass")
+    secured.start()
+    watcher = config_version.ChangeWatcher(secured.url, "changes")
+    task = asyncio.create_task(watcher.run())
+    try:
+        await _until(lambda: watcher.version is not None)
+        seen = {watcher.version}
+        for _ in range(3):
+            secured.publish_change()
+            await _until(lambda: watcher.version not in seen)
+            seen.add(watcher.version)
+        assert len(seen) == 4
+    finally:
+        task.cancel()
+        secured.stop()
+
+
+async def test_a_silent_redis_stops_the_worker_trusting_its_copies(private_redis, monkeypatch):
+    """A paused Redis keeps the connection open but answers nothing, like a lost network."""
+    monkeypatch.setattr(config_version, "HEARTBEAT_SECONDS", 0.2)
+    watcher = config_version.ChangeWatcher(private_redis.url, "changes")
+    task = asyncio.create_task(watcher.run())
+    assert private_redis.process is not None
+    try:
+        await _until(lambda: watcher.version is not None)
+        private_redis.process.send_signal(signal.SIGSTOP)
+        await _until(lambda: watcher.version is None)
+        private_redis.process.send_signal(signal.SIGCONT)
+        await _until(lambda: watcher.version is not None)
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+        task.cancel()
