@@ -5,12 +5,12 @@ connection pool for each object: under ASGI that is a new Redis connection for n
 request (measured by `make bench`: one connection and ~4 ms per tool call). Rate-limit
 counters, locks and the health check all go through this backend, so they share one pool.
 
-The tool-call path also talks to Redis without Django's cache API, on an asyncio client: the
-rate-limit windows take one round trip on the event loop instead of a thread hop and several
-commands (controlplane.policies); configuration changes arrive on a subscription of their
-own (controlplane.config_version). Keys are built with the cache's own key function, so both paths
-read and write the same entries. Without REDIS_URL there is no shared store and these
-clients are None.
+The tool-call path also talks to Redis without Django's cache API, on a pipelined asyncio link
+(controlplane.redis_wire): the rate-limit windows take one round trip on the event loop
+instead of a thread hop and several commands (controlplane.policies); configuration changes
+arrive on a subscription of their own (controlplane.config_version). Keys are built with the
+cache's own key function, so both paths read and write the same entries. Without REDIS_URL
+there is no shared store, and these clients are None.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from functools import cached_property
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+from controlplane.redis_wire import RedisLink
 
 _clients: dict[str, RedisCacheClient] = {}
 _clients_lock = threading.Lock()
@@ -48,8 +49,8 @@ class SharedRedisCache(RedisCache):
 REDIS_TIMEOUT_SECONDS = 2.0
 
 _sync_client: redis.Redis | None = None
-# An asyncio connection belongs to the loop that opened it: one client per running loop.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+# An asyncio connection belongs to the loop that opened it: one link per running loop.
+_links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisLink] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -69,16 +70,12 @@ def sync_redis() -> redis.Redis | None:
         return _sync_client
 
 
-def async_redis() -> aioredis.Redis | None:
-    """This event loop's client for the shared Redis, or None without REDIS_URL."""
+def redis_link() -> RedisLink | None:
+    """This event loop's link to the shared Redis, or None without REDIS_URL."""
     if not settings.REDIS_URL:
         return None
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        client = _async_clients[loop] = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        )
-    return client
+    link = _links.get(loop)
+    if link is None or link.url != settings.REDIS_URL:
+        link = _links[loop] = RedisLink(settings.REDIS_URL, REDIS_TIMEOUT_SECONDS)
+    return link

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import ssl
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -36,10 +35,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Model
-from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
 
 from controlplane.cache import REDIS_TIMEOUT_SECONDS, sync_redis
+from controlplane.redis_wire import command, handshake, open_connection
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +83,6 @@ def config_changed(sender: type[Model], instance: Model, **kwargs: Any) -> None:
 
 # Tokens are never reused in a process, so a copy can only match the subscription it was read in.
 _tokens = itertools.count(1)
-
-
-def _command(*parts: str) -> bytes:
-    """One command in Redis's wire format (RESP)."""
-    encoded = [part.encode() for part in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
-    )
 
 
 class _Subscription(asyncio.Protocol):
@@ -183,27 +174,11 @@ class ChangeWatcher:
             failures += 1
 
     async def _subscribe(self) -> _Subscription:
-        loop = asyncio.get_running_loop()
-        options = parse_url(self.url)
         subscription = _Subscription(self)
         async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-            if "path" in options:
-                await loop.create_unix_connection(lambda: subscription, options["path"])
-            else:
-                tls = (
-                    ssl.create_default_context()
-                    if options.get("connection_class") is SSLConnection
-                    else None
-                )
-                await loop.create_connection(
-                    lambda: subscription, options["host"], options.get("port", 6379), ssl=tls
-                )
+            await open_connection(self.url, lambda: subscription)
         assert subscription.transport is not None
-        commands: list[bytes] = []
-        if options.get("password"):
-            credentials = (options.get("username"), options["password"])
-            commands.append(_command("AUTH", *(part for part in credentials if part)))
-        commands.append(_command("SUBSCRIBE", self.channel))
+        commands = [*handshake(self.url, select_db=False), command("SUBSCRIBE", self.channel)]
         self._last_reply = time.monotonic()
         subscription.transport.write(b"".join(commands))
         return subscription
@@ -224,7 +199,7 @@ class ChangeWatcher:
                 self.on_lost()
                 return
             assert subscription.transport is not None
-            subscription.transport.write(_command("PING"))
+            subscription.transport.write(command("PING"))
 
 
 _watcher: ChangeWatcher | None = None

@@ -14,12 +14,12 @@ live in this process's memory, where `get_usage` itself counts, without I/O.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -33,10 +33,9 @@ from django_ratelimit.core import (
     _split_rate,
     get_usage,
 )
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from controlplane.cache import async_redis
+from controlplane.cache import redis_link
 from controlplane.config_version import VersionedCache
 from controlplane.errors import CountersUnavailable, InvalidInput
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
@@ -162,9 +161,6 @@ class Window:
     def ends_at(self) -> int:
         return int(_get_window(self.subject, self.limit_and_period[1]))
 
-    def cache_key(self) -> str:
-        return str(_make_cache_key(self.group, self.ends_at(), self.rate, self.subject, ""))
-
     def exceeded(self) -> RateLimitHit:
         retry_after = max(self.ends_at() - int(time.time()), 1)
         return RateLimitHit(rule=self.hit.rule, retry_after=retry_after, scope=self.hit.scope)
@@ -181,24 +177,34 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-# Sent once per client, then called by its SHA1 (EVALSHA; redis-py reloads it if Redis lost it).
-_count_scripts: weakref.WeakKeyDictionary[Any, AsyncScript] = weakref.WeakKeyDictionary()
+# Called by its SHA1 (EVALSHA); a Redis that lost its script cache gets the source (EVAL).
+COUNT_WINDOWS_SHA = hashlib.sha1(COUNT_WINDOWS_LUA.encode(), usedforsecurity=False).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _counter_key(group: str, rate: str, subject: str, ends_at: int) -> str:
+    """The Redis key of one window's counter; it changes only when the window rolls over,
+    and hashing it anew cost ~10 us per window on every call."""
+    return cache.make_key(_make_cache_key(group, ends_at, rate, subject, ""))
 
 
 async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
-    client = async_redis()
-    assert client is not None
-    script = _count_scripts.get(client)
-    if script is None:
-        script = _count_scripts[client] = client.register_script(COUNT_WINDOWS_LUA)
+    link = redis_link()
+    assert link is not None
     keys: list[str] = []
     limits_and_ttls: list[int] = []
     for window in windows:
         limit, period = window.limit_and_period
-        keys.append(cache.make_key(window.cache_key()))
+        keys.append(_counter_key(window.group, window.rate, window.subject, window.ends_at()))
         limits_and_ttls += [limit, period + EXPIRATION_FUDGE]
+    arguments: tuple[str | int, ...] = (len(keys), *keys, *limits_and_ttls)
     try:
-        exceeded = int(await script(keys=keys, args=limits_and_ttls))
+        try:
+            exceeded = int(await link.execute("EVALSHA", COUNT_WINDOWS_SHA, *arguments))
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            exceeded = int(await link.execute("EVAL", COUNT_WINDOWS_LUA, *arguments))
     except RedisError:
         logger.warning("rate-limit counters unreachable", exc_info=True)
         raise CountersUnavailable(
@@ -223,7 +229,7 @@ def _count_in_memory(windows: Sequence[Window]) -> Window | None:
 
 async def _count(windows: Sequence[Window]) -> RateLimitHit | None:
     """Count one event in every window; the hit for the first window past its limit."""
-    if async_redis() is not None:
+    if redis_link() is not None:
         exceeded = await _count_on_redis(windows)
     else:
         exceeded = _count_in_memory(windows)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import httpx2
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 from mcp import Client
@@ -358,3 +359,52 @@ def simulator_requests(simulator: ManagedProcess, account: str) -> list[dict[str
 @pytest.fixture(params=list(ERAS), ids=list(ERAS))
 def era(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+class PrivateRedis:
+    """A Redis of one test's own, so it can be stopped, paused and restarted on its port."""
+
+    def __init__(self, workdir: Path, password: str = "", db: int = 0) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.password = password
+        self.db = db
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/{self.db}"
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def publish_change(self) -> None:
+        redis.Redis.from_url(self.url).publish("changes", b"")
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

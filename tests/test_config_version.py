@@ -6,24 +6,26 @@ import asyncio
 import io
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from django.conf import settings
 from django.core.management import call_command
 
 from controlplane import config_version
 from controlplane.config_version import VersionedCache
-from controlplane.devstack import free_port, wait_until_ready
+from controlplane.devstack import wait_until_ready
 from controlplane.models import Tenant
 from controlplane.tenants import PREFIX_LENGTH
-from tests.conftest import ControlPlaneServer, audited_calls, start_control_plane
+from tests.conftest import (
+    ControlPlaneServer,
+    PrivateRedis,
+    audited_calls,
+    start_control_plane,
+)
 
 WATCH_LIVE = "following configuration changes"
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
@@ -130,54 +132,6 @@ def test_a_copy_is_dropped_when_the_version_changes_or_it_grows_old(monkeypatch)
     monkeypatch.setattr(config_version, "MAX_AGE_SECONDS", 0.05)
     time.sleep(0.1)
     assert copies.get("key", "v1") is None
-
-
-class PrivateRedis:
-    """A Redis of one test's own, so it can be stopped, paused and restarted on its port."""
-
-    def __init__(self, workdir: Path, password: str = "") -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        credentials = f":{self.password}@" if self.password else ""
-        return f"redis://{credentials}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        if self.password:
-            argv += ["--requirepass", self.password]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-    def publish_change(self) -> None:
-        redis.Redis.from_url(self.url).publish("changes", b"")
-
-
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _log_count(server: ControlPlaneServer, event: str) -> int:

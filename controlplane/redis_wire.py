@@ -1,0 +1,165 @@
+"""A lean asyncio link to Redis for the commands the tool-call path sends on every call.
+
+redis-py's asyncio client takes a pooled connection, a lock and a timeout context per command:
+about 67 us of CPU for one EVALSHA at concurrency 1 and 46 us at 16, against 25 us and 13 us
+for one connection that pipelines every caller's commands and matches replies in order
+(measured with uvloop on this machine). Every warm tool call sends one such command (the
+rate-limit count), so the worker keeps one `RedisLink` per event loop. It speaks RESP2 with
+hiredis, the parser redis-py itself uses, and raises redis-py's exceptions, so callers handle
+failures the same way. The configuration-change subscription (controlplane.config_version)
+opens its connection with the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import hiredis
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+ProtocolType = TypeVar("ProtocolType", bound=asyncio.Protocol)
+
+
+def command(*parts: str | bytes | int) -> bytes:
+    """One command in Redis's wire format (RESP)."""
+    encoded = [part if isinstance(part, bytes) else str(part).encode() for part in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
+
+
+def handshake(url: str, *, select_db: bool) -> list[bytes]:
+    """The commands a new connection sends first: AUTH when the URL has a password, then
+    SELECT its database (not for a subscription: channels ignore databases)."""
+    options = parse_url(url)
+    commands = []
+    if options.get("password"):
+        credentials = (options.get("username"), options["password"])
+        commands.append(command("AUTH", *(part for part in credentials if part)))
+    if select_db and int(options.get("db") or 0):
+        commands.append(command("SELECT", int(options["db"])))
+    return commands
+
+
+async def open_connection(url: str, protocol_factory: Callable[[], ProtocolType]) -> ProtocolType:
+    """Connect `protocol_factory()` to the Redis of `url` (redis://, rediss:// or unix://).
+    The caller bounds the wait."""
+    loop = asyncio.get_running_loop()
+    options = parse_url(url)
+    if "path" in options:
+        _, protocol = await loop.create_unix_connection(protocol_factory, options["path"])
+    else:
+        tls = (
+            ssl.create_default_context()
+            if options.get("connection_class") is SSLConnection
+            else None
+        )
+        _, protocol = await loop.create_connection(
+            protocol_factory, options["host"], options.get("port", 6379), ssl=tls
+        )
+    return protocol
+
+
+class _Pipelined(asyncio.Protocol):
+    """Replies arrive in the order commands were written: each settles the oldest waiter."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # its caller may have timed out
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(f"connection to Redis lost ({exc or 'closed'})")
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(self.lost)
+
+    def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in range(replies)]
+        self._waiting.extend(waiters)
+        self.transport.write(payload)
+        return waiters
+
+
+class RedisLink:
+    """One pipelined connection, opened on first use and again after it is lost."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._connection: _Pipelined | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def execute(self, *parts: str | bytes | int) -> Any:
+        """Send one command and return its reply; raises redis-py's ConnectionError,
+        TimeoutError or ResponseError."""
+        connection = await self._connected()
+        (waiter,) = connection.send(command(*parts), 1)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await waiter
+        except TimeoutError:
+            self.close()  # a Redis that stalls once is not trusted with the next command
+            raise RedisTimeoutError(f"Redis did not answer within {self.timeout} s") from None
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
+    async def _connected(self) -> _Pipelined:
+        connection = self._connection
+        if connection is not None and connection.lost is None:
+            return connection
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._connection is None or self._connection.lost is not None:
+                self._connection = await self._open()
+            return self._connection
+
+    async def _open(self) -> _Pipelined:
+        try:
+            async with asyncio.timeout(self.timeout):
+                connection = await open_connection(self.url, _Pipelined)
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
+        commands = handshake(self.url, select_db=True)
+        if not commands:
+            return connection
+        waiters = connection.send(b"".join(commands), len(commands))
+        try:
+            async with asyncio.timeout(self.timeout):
+                replies = await asyncio.gather(*waiters)
+        except TimeoutError:
+            replies = ["no answer to AUTH/SELECT"]
+        refused = [reply for reply in replies if not isinstance(reply, bytes)]
+        if refused:
+            assert connection.transport is not None
+            connection.transport.abort()
+            raise RedisConnectionError(f"Redis refused the connection: {refused[0]}")
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.abort()
+        self._connection = None
