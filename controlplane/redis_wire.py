@@ -82,6 +82,10 @@ class _Pipelined(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
+            if not self._waiting:  # a reply nobody asked for: the pairing can't be trusted
+                assert self.transport is not None
+                self.transport.abort()
+                return
             waiter = self._waiting.popleft()
             if not waiter.done():  # its caller may have timed out
                 waiter.set_result(reply)
