@@ -8,6 +8,7 @@ MCP-Protocol-Version header. The SDK's session manager must be running (see `lif
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import uuid
@@ -123,7 +124,16 @@ session_manager = StreamableHTTPSessionManager(
 @asynccontextmanager
 async def lifespan() -> AsyncIterator[None]:
     """Run the SDK's session manager and follow configuration changes for the life of the
-    process; write the last audit rows and close the HTTP pool after."""
+    process; write the last audit rows and close the HTTP pool after.
+
+    Everything loaded at startup (Django, the SDK, 67 tools' schemas) is moved out of the
+    garbage collector's sight first. Requests whose tasks live until their audit batch is
+    written (up to 100 ms) get promoted to the oldest generation, and each full collection
+    then walked every startup object too: 85-105 ms pauses, several per second under load,
+    and a p99 of 44 ms at concurrency 1 in `make bench`; about 6 ms once frozen.
+    """
+    gc.collect()
+    gc.freeze()
     async with session_manager.run(), config_version.following_changes():
         try:
             yield
