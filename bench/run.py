@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -201,15 +202,26 @@ def _summary(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     )
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rounds of one target: counts add up, latency percentiles are the rounds' median."""
+    """Rounds of one target: counts add up; calls/s and latency percentiles are the rounds'
+    median. Each round opens new connections, and how the workers' accept loops share them
+    out varies from round to round (see `connections_per_worker`): one round where a worker
+    got 15 of 16 connections must not decide the row."""
     merged: dict[str, Any] = {}
     for name in rounds[0]:
-        values = sorted(r[name] for r in rounds)
+        values = [r[name] for r in rounds]
         if name.endswith("_us") and name != "duration_us":
-            merged[name] = values[len(values) // 2]
-        else:
+            merged[name] = _median(values)
+        elif name == "foreign_cpu_pct":
+            merged[name] = sum(values) / len(values)
+        elif isinstance(values[0], (int, float)):
             merged[name] = sum(values)
+    merged["calls_per_s"] = _median([r["requests"] / (r["duration_us"] / 1e6) for r in rounds])
     return merged
 
 
@@ -226,7 +238,9 @@ def row_from(
         serving=serving,
         workers=workers,
         concurrency=concurrency,
-        calls_per_s=summary["requests"] / (summary["duration_us"] / 1e6),
+        calls_per_s=summary.get(
+            "calls_per_s", summary["requests"] / (summary["duration_us"] / 1e6)
+        ),
         p50_ms=summary["p50_us"] / 1000,
         p95_ms=summary["p95_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
@@ -381,8 +395,18 @@ class Bench:
                 for _ in range(self.args.rounds):
                     for _, server, _ in targets:
                         meter = self.foreign.start()
+                        split: list[list[int]] = []
+                        census = threading.Timer(
+                            per_round / 2,
+                            lambda server=server, split=split: split.append(
+                                sorted(server.connections_per_worker().values(), reverse=True)
+                            ),
+                        )
+                        census.start()
                         summary = self.driver.timed(requests[server.name], concurrency, per_round)
+                        census.join()
                         summary["foreign_cpu_pct"] = self.foreign.stop(meter)
+                        summary["connections_per_worker"] = split[0] if split else []
                         rounds[server.name].append(summary)
                 for target, server, _ in targets:
                     row = row_from(
@@ -393,9 +417,6 @@ class Bench:
                         concurrency,
                     )
                     row.extra["rounds"] = rounds[server.name]
-                    row.extra["connections_per_worker"] = list(
-                        server.connections_per_worker().values()
-                    )
                     calls[server.name] += row.requests
                     self.report_row(row)
             audited = sum(stack.database.tool_call_outcomes().values()) - audited_before
@@ -572,6 +593,13 @@ def render(rows: list[Row], facts: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{row.errors} | {row.foreign_cpu_pct:.0f}% |"
         )
     lines += ["", "| counter | value |", "|---|---:|"]
+    for row in rows:
+        splits = [r.get("connections_per_worker") for r in row.extra.get("rounds", [])]
+        if row.workers > 1 and row.concurrency > 1 and all(splits):
+            lines.append(
+                f"| {row.target}, w={row.workers} c={row.concurrency}: connections per worker, "
+                f"each round | {', '.join('/'.join(map(str, s)) for s in splits)} |"
+            )
     lines.append(
         "| Vault reads per 1,000 warm calls | "
         f"{_cell(facts.get('vault_reads_per_1000_warm_calls'))} "
@@ -671,8 +699,8 @@ def hold(bench: Bench, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds per measured row")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured row")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per row")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
