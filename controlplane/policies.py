@@ -14,7 +14,6 @@ live in this process's memory, where `get_usage` itself counts, without I/O.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from django_ratelimit.core import (
     _split_rate,
     get_usage,
 )
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from controlplane.cache import redis_link
 from controlplane.config_version import VersionedCache
@@ -177,8 +176,6 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-# Called by its SHA1 (EVALSHA); a Redis that lost its script cache gets the source (EVAL).
-COUNT_WINDOWS_SHA = hashlib.sha1(COUNT_WINDOWS_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 @lru_cache(maxsize=4096)
@@ -197,14 +194,8 @@ async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
         limit, period = window.limit_and_period
         keys.append(_counter_key(window.group, window.rate, window.subject, window.ends_at()))
         limits_and_ttls += [limit, period + EXPIRATION_FUDGE]
-    arguments: tuple[str | int, ...] = (len(keys), *keys, *limits_and_ttls)
     try:
-        try:
-            exceeded = int(await link.execute("EVALSHA", COUNT_WINDOWS_SHA, *arguments))
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            exceeded = int(await link.execute("EVAL", COUNT_WINDOWS_LUA, *arguments))
+        exceeded = int(await link.run_script(COUNT_WINDOWS_LUA, keys, limits_and_ttls))
     except RedisError:
         logger.warning("rate-limit counters unreachable", exc_info=True)
         raise CountersUnavailable(

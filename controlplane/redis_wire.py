@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import hashlib
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -25,6 +27,11 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 ProtocolType = TypeVar("ProtocolType", bound=asyncio.Protocol)
+
+
+@functools.cache
+def _script_sha(source: str) -> str:
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
 
 def command(*parts: str | bytes | int) -> bytes:
@@ -129,6 +136,18 @@ class RedisLink:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply
+
+    async def run_script(self, source: str, keys: list[str], args: list[int]) -> Any:
+        """Run a Lua script by its SHA1 (EVALSHA); a Redis that lost its script cache, say
+        after a restart, gets the source once (EVAL caches it again)."""
+        sha = _script_sha(source)
+        arguments: tuple[str | int, ...] = (len(keys), *keys, *args)
+        try:
+            return await self.execute("EVALSHA", sha, *arguments)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.execute("EVAL", source, *arguments)
 
     async def _connected(self) -> _Pipelined:
         connection = self._connection
