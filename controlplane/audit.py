@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -128,19 +128,8 @@ def tool_call_not_recorded(record: ToolCallRecord, error: BaseException) -> None
     )
 
 
-UNWRITTEN_ROW_FIELDS = (
-    "tenant_id",
-    "api_key_id",
-    "key_prefix",
-    "tool",
-    "arguments",
-    "arguments_digest",
-    "outcome",
-    "upstream_status",
-    "latency_ms",
-    "request_id",
-    "message",
-)
+# What a refused row's log line holds: the record as stored, redacted, plus its digest.
+UNWRITTEN_ROW_FIELDS = (*(item.name for item in fields(ToolCallRecord)), "arguments_digest")
 
 
 EXPORT_FIELDS = (
