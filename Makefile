@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(BIN)/python -m controlplane.runstack
+	$(BIN)/python -m devtools.runstack
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -49,7 +49,7 @@ from bench.stack import (
     start_stack,
     vault_reads,
 )
-from controlplane.devstack import ManagedProcess, free_port, wait_until_ready
+from devtools.devstack import ManagedProcess, free_port, wait_until_ready
 
 RESULTS = ROOT / "bench" / "results"
 BARE_APP = "bench.bare_server:application"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from controlplane.devstack import (
+from devtools.devstack import (
     ManagedProcess,
     bao_executable,
     create_simulator_account,

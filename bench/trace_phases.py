@@ -93,7 +93,7 @@ def instrument() -> Any:
     for module, name, replacement in patches:
         original = getattr(module, name)
         setattr(module, name, replacement or _timed_async(name, original))
-    from mcpserver.qontak import client as qontak_client
+    from qontak import client as qontak_client
 
     qontak_client._http = _timed_client(
         qontak_client._http, "request", "  upstream request (httpx)"

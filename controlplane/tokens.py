@@ -7,7 +7,8 @@ re-reads Vault (another worker may have refreshed already) and only then calls Q
 rotated refresh token is written to Vault with check-and-set before the new access token is
 handed out, because Qontak has already invalidated the old one.
 
-All functions here block; call them through sync_to_async from the event loop.
+`access_token` is the tool-call path's one entry point (async: the cache is read on the event
+loop, a miss crosses to a thread); every other function here blocks.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.conf import settings
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import LockError
 
-from controlplane import metrics, qontak_oauth, vault
+from controlplane import metrics, vault
 from controlplane.errors import (
     ApplicationError,
     CredentialMissing,
@@ -34,7 +36,9 @@ from controlplane.errors import (
     UpstreamError,
 )
 from controlplane.models import QontakCredential, Tenant
+from controlplane.redis import sync_redis
 from controlplane.tenants import tenant_qontak_base_url
+from qontak import oauth
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +83,8 @@ def cached_access_token(slug: str) -> str | None:
     return None
 
 
-def cached_token_still_valid(slug: str) -> str | None:
-    """The cached token even inside its refresh margin, as long as it has not expired.
-
-    Used when Vault is unreachable: an access token that still works is better than an error.
-    """
+def _cached_token_still_valid(slug: str) -> str | None:
+    """The cached token even inside its refresh margin, as long as it has not expired."""
     entry = _cache.get(slug)
     if entry is not None and time.time() < entry.expires_at:
         return entry.access_token
@@ -102,10 +103,8 @@ def _process_lock(slug: str) -> threading.Lock:
 @contextmanager
 def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
     """Serialize refreshes of one tenant across every process and host."""
-    if settings.REDIS_URL:
-        import redis
-
-        client = redis.Redis.from_url(settings.REDIS_URL)
+    client = sync_redis()
+    if client is not None:
         lock = client.lock(
             f"qmcp:token-refresh:{tenant.slug}",
             timeout=LOCK_TIMEOUT,
@@ -118,7 +117,7 @@ def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
         finally:
             try:
                 lock.release()
-            except redis.exceptions.LockError:
+            except LockError:
                 logger.warning(
                     "token refresh lock expired before release",
                     extra={"event": "token_lock_expired", "tenant": tenant.slug},
@@ -130,6 +129,30 @@ def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
             lock_nonce=str(time.monotonic_ns())
         )
         yield
+
+
+def _refresh_grant(tenant: Tenant, refresh_token: str) -> oauth.TokenGrant:
+    """Qontak's grant, its failures in the control plane's terms."""
+    try:
+        return oauth.request_refresh_grant(
+            base_url=tenant_qontak_base_url(tenant), refresh_token=refresh_token
+        )
+    except oauth.GrantRejected:
+        raise ReauthorizationRequired(
+            "Qontak rejected the stored refresh token (invalid_grant): re-authorize in Qontak "
+            f"and store the new token with `manage.py set_refresh_token {tenant.slug}`"
+        ) from None
+    except oauth.GrantError as exc:
+        raise UpstreamError(exc.message, status=exc.status) from exc
+
+
+def _probe(tenant: Tenant, access_token: str) -> int:
+    try:
+        return oauth.verify_access_token(
+            base_url=tenant_qontak_base_url(tenant), access_token=access_token
+        )
+    except oauth.GrantError as exc:
+        raise UpstreamError(exc.message, status=exc.status) from exc
 
 
 def _record_success(tenant: Tenant, *, version: int, expires_at: float) -> None:
@@ -154,7 +177,7 @@ def _record_failure(tenant: Tenant, error: Exception) -> None:
     )
 
 
-def _store_grant(tenant: Tenant, grant: qontak_oauth.TokenGrant, *, cas: int) -> int:
+def _store_grant(tenant: Tenant, grant: oauth.TokenGrant, *, cas: int) -> int:
     """Vault first (check-and-set), then metadata and cache: the new token is usable only once
     the rotated refresh token is safe. Returns the new KV version."""
     try:
@@ -180,9 +203,7 @@ def _store_grant(tenant: Tenant, grant: qontak_oauth.TokenGrant, *, cas: int) ->
 
 
 def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
-    grant = qontak_oauth.request_refresh_grant(
-        base_url=tenant_qontak_base_url(tenant), refresh_token=secret.refresh_token
-    )
+    grant = _refresh_grant(tenant, secret.refresh_token)
     version = _store_grant(tenant, grant, cas=secret.version)
     metrics.TOKEN_REFRESHES.labels(result="ok").inc()
     logger.info(
@@ -235,12 +256,39 @@ def _refresh_guard(tenant: Tenant) -> Iterator[None]:
         raise
 
 
+async def access_token(*, tenant: Tenant, stale_token: str | None = None) -> str:
+    """The access token for a tool call: this worker's copy while fresh (no thread hop), else
+    `access_token_for` in a thread."""
+    if stale_token is None:
+        cached = cached_access_token(tenant.slug)
+        if cached is not None:
+            return cached
+    return await sync_to_async(access_token_for)(tenant=tenant, stale_token=stale_token)
+
+
 def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
     """A usable access token; refreshes (once, across processes) when needed.
 
     `stale_token` is a token Qontak just rejected with 401: it will not be returned again.
-    Raises CredentialMissing, CredentialUnavailable, ReauthorizationRequired or UpstreamError.
+    When Vault cannot be reached, a cached token that has not expired yet is still returned:
+    a token that works is better than an error. Raises CredentialMissing,
+    CredentialUnavailable, ReauthorizationRequired or UpstreamError.
     """
+    try:
+        return _access_token_for(tenant, stale_token)
+    except CredentialUnavailable as exc:
+        logger.warning(
+            "vault_unavailable: %s",
+            exc.message,
+            extra={"event": "vault_unavailable", "tenant": tenant.slug},
+        )
+        still_valid = _cached_token_still_valid(tenant.slug)
+        if still_valid is not None and still_valid != stale_token:
+            return still_valid
+        raise
+
+
+def _access_token_for(tenant: Tenant, stale_token: str | None) -> str:
     cached = cached_access_token(tenant.slug)
     if cached is not None and cached != stale_token:
         return cached
@@ -333,9 +381,7 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
     with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
         current = vault.read_tenant_secret(tenant.slug)
         try:
-            grant = qontak_oauth.request_refresh_grant(
-                base_url=tenant_qontak_base_url(tenant), refresh_token=refresh_token
-            )
+            grant = _refresh_grant(tenant, refresh_token)
         except ReauthorizationRequired as exc:
             raise ReauthorizationRequired(
                 "Qontak rejected this refresh token (invalid_grant): it was already used or "
@@ -355,14 +401,10 @@ def tenant_connection_test(*, tenant: Tenant) -> str:
     Raises the same domain errors as a tool call would, so the admin shows the same reasons.
     """
     token = access_token_for(tenant=tenant)
-    status = qontak_oauth.verify_access_token(
-        base_url=tenant_qontak_base_url(tenant), access_token=token
-    )
+    status = _probe(tenant, token)
     if status == 401:
         token = access_token_for(tenant=tenant, stale_token=token)
-        status = qontak_oauth.verify_access_token(
-            base_url=tenant_qontak_base_url(tenant), access_token=token
-        )
+        status = _probe(tenant, token)
     if status != 200:
         raise UpstreamError(f"Qontak answered HTTP {status} to a read with this tenant's token")
     return f"{tenant.slug}: Vault, token refresh and the Qontak API all answered"

@@ -37,9 +37,9 @@ from controlplane.errors import (
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_qontak_base_url
 from mcpserver import audit_writer
-from mcpserver.qontak.client import QontakResponse, TransportFailure, qontak_request
-from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
-from mcpserver.qontak.errors import upstream_error_message
+from qontak.client import QontakResponse, TransportFailure, qontak_request
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
+from qontak.errors import upstream_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -159,27 +159,6 @@ async def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> No
         raise RateLimited(hit.message, retry_after=hit.retry_after)
 
 
-async def _access_token(caller: Caller, stale_token: str | None = None) -> str:
-    if stale_token is None:
-        cached = tokens.cached_access_token(caller.tenant.slug)
-        if cached is not None:
-            return cached
-    try:
-        return await sync_to_async(tokens.access_token_for)(
-            tenant=caller.tenant, stale_token=stale_token
-        )
-    except CredentialUnavailable as exc:
-        logger.warning(
-            "vault_unavailable: %s",
-            exc.message,
-            extra={"event": "vault_unavailable", **caller.log_context()},
-        )
-        still_valid = tokens.cached_token_still_valid(caller.tenant.slug)
-        if still_valid is not None and still_valid != stale_token:
-            return still_valid
-        raise
-
-
 async def _send(
     caller: Caller, policy: policies.TenantPolicy, endpoint: Endpoint, data: BaseModel
 ) -> QontakResponse:
@@ -203,12 +182,14 @@ async def _send(
             before_retry=count_retry,
         )
 
-    token = await _access_token(caller)
+    token = await tokens.access_token(tenant=caller.tenant)
     try:
         response = await attempt(token)
         if response.status == 401:
             await count_retry()
-            response = await attempt(await _access_token(caller, stale_token=token))
+            response = await attempt(
+                await tokens.access_token(tenant=caller.tenant, stale_token=token)
+            )
     except TransportFailure as exc:
         raise UpstreamError(str(exc)) from exc
     if response.status >= 400:

@@ -30,7 +30,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from controlplane import policies, tenants, tokens, vault
-from controlplane.devstack import (
+from controlplane.models import Tenant, ToolCall
+from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
     free_port,
@@ -38,7 +39,6 @@ from controlplane.devstack import (
     start_simulator,
     wait_until_ready,
 )
-from controlplane.models import Tenant, ToolCall
 
 if TYPE_CHECKING:
     from mcpserver.pipeline import Caller, ToolResult

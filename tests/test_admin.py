@@ -98,7 +98,7 @@ def _messages(response) -> list[str]:
 
 def test_replacing_the_refresh_token_validates_it_and_never_shows_it(operator, openbao, simulator):
     from controlplane import vault
-    from controlplane.devstack import create_simulator_account
+    from devtools.devstack import create_simulator_account
 
     tenant = tenant_create(slug="replace-me", qontak_base_url=simulator.url)
     url = reverse("admin:controlplane_tenant_refresh_token", args=[tenant.pk])
@@ -121,8 +121,8 @@ def test_replacing_the_refresh_token_validates_it_and_never_shows_it(operator, o
 
 
 def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, openbao, simulator):
-    from controlplane.devstack import create_simulator_account
     from controlplane.tokens import store_refresh_token
+    from devtools.devstack import create_simulator_account
 
     ready = tenant_create(slug="ready", qontak_base_url=simulator.url)
     store_refresh_token(

@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from mcp import Client as McpClient
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from controlplane.devstack import create_simulator_account
+from devtools.devstack import create_simulator_account
 from tests.conftest import with_mcp
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -14,9 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from controlplane import vault
-from controlplane.devstack import create_simulator_account
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolCall, ToolPolicy
 from controlplane.tenants import api_key_authenticate, api_key_digest
+from devtools.devstack import create_simulator_account
 
 
 def run(*args: str, stdin: str | None = None) -> str:

@@ -17,9 +17,9 @@ from django.core.management import call_command
 
 from controlplane import config_version
 from controlplane.config_version import VersionedCache
-from controlplane.devstack import wait_until_ready
 from controlplane.models import Tenant
 from controlplane.tenants import PREFIX_LENGTH
+from devtools.devstack import wait_until_ready
 from tests.conftest import (
     ControlPlaneServer,
     PrivateRedis,

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 from mcp import Client
 
-from mcpserver.qontak.endpoints import ENDPOINTS_BY_NAME
-from mcpserver.simulator.collection import load_requests
+from devtools.simulator.collection import load_requests
+from qontak.endpoints import ENDPOINTS_BY_NAME
 from tests.conftest import simulator_requests, with_mcp
 
 DISCOVERY_TOOLS = {

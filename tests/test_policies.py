@@ -23,7 +23,7 @@ from controlplane import policies
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import api_key_issue, tenant_create
 from mcpserver import pipeline
-from mcpserver.qontak import endpoints
+from qontak import endpoints
 from tests.conftest import (
     audited_calls,
     in_process_caller,
@@ -95,7 +95,7 @@ def test_per_key_and_per_tool_limits_count_separately(control_plane, make_tenant
 
 
 def test_qontak_request_ceiling_counts_retries(control_plane, make_tenant, log_dir):
-    from controlplane.devstack import start_simulator
+    from devtools.devstack import start_simulator
 
     qontak = start_simulator(log_dir)
     try:
@@ -309,7 +309,7 @@ def test_metrics_count_calls_by_tool_and_outcome(control_plane, make_tenant):
 
 def test_an_answer_that_breaks_the_declared_output_schema_is_an_upstream_error():
     from controlplane.errors import UpstreamError
-    from mcpserver.qontak.client import QontakResponse
+    from qontak.client import QontakResponse
 
     endpoint = endpoints.ENDPOINTS_BY_NAME["list_contacts"]
     data = endpoint.input_model.model_validate({})

@@ -20,9 +20,9 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from mcpserver.simulator import SimulatorState, create_app
-from mcpserver.simulator.catalog import Kind, Route, load_catalog
-from mcpserver.simulator.collection import clean_query_value, load_requests, parse_lenient_json
+from devtools.simulator import SimulatorState, create_app
+from devtools.simulator.catalog import Kind, Route, load_catalog
+from devtools.simulator.collection import clean_query_value, load_requests, parse_lenient_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog()
@@ -785,7 +785,7 @@ def test_state_can_be_read_from_another_thread_while_uvicorn_serves(
 
 def test_the_module_runs_under_uvicorn_and_announces_where_it_listens() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcpserver.simulator", "--port", "0", "--account", "acme=rt-cli"],
+        [sys.executable, "-m", "devtools.simulator", "--port", "0", "--account", "acme=rt-cli"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

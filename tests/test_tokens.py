@@ -22,8 +22,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from controlplane import tokens, vault
-from controlplane.devstack import ManagedProcess, SealedVault, free_port, start_simulator
 from controlplane.models import QontakCredential
+from devtools.devstack import ManagedProcess, SealedVault, free_port, start_simulator
 from tests.conftest import (
     ControlPlaneServer,
     _test_database_url,

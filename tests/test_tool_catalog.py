@@ -12,8 +12,8 @@ import httpx
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
-from mcpserver.qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
-from mcpserver.simulator.collection import CollectionRequest, load_requests
+from devtools.simulator.collection import CollectionRequest, load_requests
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
 from tests.conftest import audited_calls, simulator_requests, with_mcp
 
 OAUTH_ROUTE = "POST /oauth/token"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controlplane.devstack import (
+from devtools.devstack import (
     ManagedProcess,
     _spawn,
     bao_executable,

@@ -1,4 +1,4 @@
-"""``python -m mcpserver.simulator``: serve the simulator with uvicorn until interrupted."""
+"""``python -m devtools.simulator``: serve the simulator with uvicorn until interrupted."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import socket
 
 import uvicorn
 
-from mcpserver.simulator.app import create_app
-from mcpserver.simulator.state import DEFAULT_ACCESS_TOKEN_TTL, SimulatorState
+from devtools.simulator.app import create_app
+from devtools.simulator.state import DEFAULT_ACCESS_TOKEN_TTL, SimulatorState
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -33,7 +33,7 @@ def _account(value: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcpserver.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.simulator", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(

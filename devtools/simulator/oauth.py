@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mcpserver.simulator.state import GrantRejected, SimulatorState
+from devtools.simulator.state import GrantRejected, SimulatorState
 
 INVALID_REQUEST = (
     "The request is missing a required parameter, includes an unsupported parameter value, "

@@ -1,6 +1,6 @@
 """Local processes the control plane depends on: an OpenBao dev server and the Qontak simulator.
 
-Used by `make run` (through `python -m controlplane.runstack`) and by the test suite, so both
+Used by `make run` (through `python -m devtools.runstack`) and by the test suite, so both
 start the real servers the same way: on loopback, on a free port, stopped when done.
 """
 
@@ -146,7 +146,7 @@ def start_simulator(
 ) -> ManagedProcess:
     """The project's stateful Qontak simulator, in its own process."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "mcpserver.simulator", "--port", str(port)]
+    argv = [sys.executable, "-m", "devtools.simulator", "--port", str(port)]
     if access_token_ttl is not None:
         argv += ["--access-token-ttl", str(access_token_ttl)]
     process, log_path = _spawn("simulator", argv, log_dir)

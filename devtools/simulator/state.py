@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcpserver.simulator.catalog import Catalog, load_catalog
-from mcpserver.simulator.records import RecordStore
+from devtools.simulator.catalog import Catalog, load_catalog
+from devtools.simulator.records import RecordStore
 
 DEFAULT_ACCESS_TOKEN_TTL = 21600.0
 INVALID_GRANT_DESCRIPTION = (

@@ -10,14 +10,14 @@ from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from mcpserver.simulator.catalog import (
+from devtools.simulator.catalog import (
     DEFAULT_OWNER_ID,
     SERVER_ASSIGNED,
     Record,
     ResourceModel,
 )
-from mcpserver.simulator.envelope import ApiError, not_found, now_iso, validation_error
-from mcpserver.simulator.resources import (
+from devtools.simulator.envelope import ApiError, not_found, now_iso, validation_error
+from devtools.simulator.resources import (
     DEFAULT_PER_PAGE,
     MAX_PER_PAGE,
     PAGINATION_KEYS,

@@ -11,8 +11,8 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from mcpserver.simulator.collection import API_PREFIX, CollectionRequest, load_requests
-from mcpserver.simulator.resources import PAGE_PARAMS, PAGINATION_KEYS, RESOURCES, ResourceSpec
+from devtools.simulator.collection import API_PREFIX, CollectionRequest, load_requests
+from devtools.simulator.resources import PAGE_PARAMS, PAGINATION_KEYS, RESOURCES, ResourceSpec
 
 Record = dict[str, Any]
 

@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from controlplane.devstack import (
+from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
     port_is_free,

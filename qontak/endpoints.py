@@ -22,9 +22,9 @@ from typing import Any
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel
 
-from mcpserver.qontak import inputs
-from mcpserver.qontak.field_discovery import OUTPUT_SHAPE as FIELDS_SHAPE
-from mcpserver.qontak.field_discovery import FieldDiscovery
+from qontak import inputs
+from qontak.field_discovery import OUTPUT_SHAPE as FIELDS_SHAPE
+from qontak.field_discovery import FieldDiscovery
 
 API = "/api/v3.1"
 

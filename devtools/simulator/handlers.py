@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcpserver.simulator.catalog import Kind, ResourceModel, Route
-from mcpserver.simulator.envelope import success, validation_error
-from mcpserver.simulator.records import (
+from devtools.simulator.catalog import Kind, ResourceModel, Route
+from devtools.simulator.envelope import success, validation_error
+from devtools.simulator.records import (
     RecordStore,
     merge,
     new_record,

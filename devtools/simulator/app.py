@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcpserver.simulator.catalog import OAUTH_PATH, Resolution
-from mcpserver.simulator.collection import API_PREFIX
-from mcpserver.simulator.envelope import ApiError
-from mcpserver.simulator.handlers import HANDLERS, Call
-from mcpserver.simulator.oauth import token_account, token_response
-from mcpserver.simulator.state import RecordedRequest, SimulatorState
+from devtools.simulator.catalog import OAUTH_PATH, Resolution
+from devtools.simulator.collection import API_PREFIX
+from devtools.simulator.envelope import ApiError
+from devtools.simulator.handlers import HANDLERS, Call
+from devtools.simulator.oauth import token_account, token_response
+from devtools.simulator.state import RecordedRequest, SimulatorState
 
 UNAUTHORIZED_MESSAGE = "The access token is invalid or has expired"
 INJECTED_MESSAGE = "Failure injected by the simulator (POST /_simulator/faults)"

@@ -12,8 +12,8 @@ import string
 from http import HTTPStatus
 from typing import Any
 
-from mcpserver.qontak.client import QontakResponse
-from mcpserver.qontak.endpoints import ENDPOINTS_BY_NAME, Endpoint, Kind
+from qontak.client import QontakResponse
+from qontak.endpoints import ENDPOINTS_BY_NAME, Endpoint, Kind
 
 
 def _path_values(endpoint: Endpoint, path: str) -> dict[str, str]:
