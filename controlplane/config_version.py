@@ -1,15 +1,12 @@
 """A version of the access configuration per worker, renewed whenever anyone changes it.
 
-API keys, tenants and policies are read on every tool call. Reading them from the database
-cost ~1.4 ms of ORM work per call, and asking Redis for a shared version on every call cost a
-round trip (~0.5 ms at concurrency 1, `make bench`). Instead, each worker keeps copies tagged
-with a version token of its own and follows a Redis pub/sub channel: every committed change to
-those models publishes a message there, and the worker takes a new token when it arrives,
-which drops every copy at once.
-
-The message is handled in the event loop's I/O callback (`data_received`), before any request
-that reached the worker in the same loop turn starts, so a change applies to every call that
-arrives after its announcement: in practice, the next call.
+API keys, tenants and policies are read on every tool call; reading them from the database, or
+asking Redis for a shared version, on every call would cost each call a round trip. Instead,
+each worker keeps copies tagged with a version token of its own and follows a Redis pub/sub
+channel (controlplane.redis.subscription): every committed change to those models publishes a
+message there, and the worker takes a new token when it arrives, which drops every copy at
+once. A change applies to every call that arrives after its announcement: in practice, the
+next call.
 
 A worker trusts its copies only while its subscription is live. Before Redis confirms it, after
 the connection drops, or when a heartbeat goes unanswered, `current()` is None and every call
@@ -28,17 +25,16 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
-import hiredis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Model
 from redis.exceptions import RedisError
 
-from controlplane.cache import REDIS_TIMEOUT_SECONDS, sync_redis
-from controlplane.redis_wire import command, handshake, open_connection
+from controlplane.redis import sync_redis
+from controlplane.redis.subscription import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +42,6 @@ CHANNEL = "config-changes"
 MAX_AGE_SECONDS = 30.0
 # A silent Redis (no reply to PING for two beats) counts as gone: the worker reads the database.
 HEARTBEAT_SECONDS = 5.0
-# Waits between attempts to subscribe again; the last one repeats.
-RESUBSCRIBE_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 def _channel() -> str:
@@ -85,33 +79,6 @@ def config_changed(sender: type[Model], instance: Model, **kwargs: Any) -> None:
 _tokens = itertools.count(1)
 
 
-class _Subscription(asyncio.Protocol):
-    """One Redis connection in subscribed mode; each reply is handled as its bytes arrive."""
-
-    def __init__(self, watcher: ChangeWatcher) -> None:
-        self._watcher = watcher
-        self._reader = hiredis.Reader()
-        self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while (reply := self._reader.gets()) is not False:
-            self._watcher.on_reply(reply, self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._watcher.on_lost()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
 class ChangeWatcher:
     """Follows the announcements of one Redis; `version` is None while it could miss one."""
 
@@ -119,87 +86,32 @@ class ChangeWatcher:
         self.url = url
         self.channel = channel
         self.version: str | None = None
-        self._last_reply = 0.0
+        self._lost_reason = ""
 
-    def on_reply(self, reply: Any, subscription: _Subscription) -> None:
-        self._last_reply = time.monotonic()
-        if isinstance(reply, hiredis.ReplyError):
-            logger.error(
-                "Redis refused the configuration-change subscription (%s); reading keys and "
-                "policies from the database. Check REDIS_URL's credentials.",
-                reply,
-                extra={"event": "config_watch_refused"},
-            )
-            self.version = None
-            subscription.close()
-        elif isinstance(reply, list) and reply and reply[0] in (b"subscribe", b"message"):
-            if reply[0] == b"subscribe":
-                logger.info("following configuration changes", extra={"event": "config_watch_live"})
-            self.version = str(next(_tokens))
+    def on_live(self) -> None:
+        logger.info("following configuration changes", extra={"event": "config_watch_live"})
+        self._lost_reason = ""
+        self.version = str(next(_tokens))
 
-    def on_lost(self) -> None:
-        if self.version is not None:
+    def on_message(self) -> None:
+        self.version = str(next(_tokens))
+
+    def on_lost(self, reason: str) -> None:
+        """Logged once per outage (the subscription retries quietly until it is live again)."""
+        if self.version is not None or reason != self._lost_reason:
             logger.warning(
-                "configuration-change subscription lost; reading keys and policies from the "
-                "database until Redis is back",
+                "configuration-change subscription lost (%s); reading keys and policies from "
+                "the database until Redis is back",
+                reason,
                 extra={"event": "config_watch_lost"},
             )
+        self._lost_reason = reason
         self.version = None
 
     async def run(self) -> None:
-        """Stay subscribed for as long as the task runs, resubscribing after every loss."""
-        failures = 0
-        while True:
-            try:
-                subscription = await self._subscribe()
-            except (OSError, TimeoutError) as exc:
-                if failures == 0:
-                    logger.warning(
-                        "cannot subscribe to configuration changes (%s); retrying",
-                        exc,
-                        extra={"event": "config_watch_unavailable"},
-                    )
-            except Exception:  # a bug here must not end the watch: the worker stays on the DB
-                logger.exception(
-                    "configuration-change subscription failed; retrying",
-                    extra={"event": "config_watch_unavailable"},
-                )
-            else:
-                failures = 0
-                try:
-                    await self._keep_alive(subscription)
-                finally:
-                    subscription.close()
-            await asyncio.sleep(RESUBSCRIBE_DELAYS[min(failures, len(RESUBSCRIBE_DELAYS) - 1)])
-            failures += 1
-
-    async def _subscribe(self) -> _Subscription:
-        subscription = _Subscription(self)
-        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-            await open_connection(self.url, lambda: subscription)
-        assert subscription.transport is not None
-        commands = [*handshake(self.url, select_db=False), command("SUBSCRIBE", self.channel)]
-        self._last_reply = time.monotonic()
-        subscription.transport.write(b"".join(commands))
-        return subscription
-
-    async def _keep_alive(self, subscription: _Subscription) -> None:
-        """PING every HEARTBEAT_SECONDS until the connection closes; drop it if Redis is silent."""
-        while not subscription.closed.done():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    await asyncio.shield(subscription.closed)
-            if subscription.closed.done():
-                return
-            if time.monotonic() - self._last_reply > 2 * HEARTBEAT_SECONDS:
-                logger.warning(
-                    "Redis did not answer the configuration-change heartbeat; resubscribing",
-                    extra={"event": "config_watch_silent"},
-                )
-                self.on_lost()
-                return
-            assert subscription.transport is not None
-            subscription.transport.write(command("PING"))
+        """Stay subscribed for as long as the task runs."""
+        subscription = Subscription(self.url, self.channel, self, heartbeat=HEARTBEAT_SECONDS)
+        await subscription.run()
 
 
 _watcher: ChangeWatcher | None = None

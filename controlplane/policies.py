@@ -34,10 +34,10 @@ from django_ratelimit.core import (
 )
 from redis.exceptions import RedisError
 
-from controlplane.cache import redis_link
 from controlplane.config_version import VersionedCache
 from controlplane.errors import CountersUnavailable, InvalidInput
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
+from controlplane.redis import redis_link
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "controlplane.cache.SharedRedisCache",
+            "BACKEND": "controlplane.redis.clients.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "qmcp",
         }

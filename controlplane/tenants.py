@@ -1,4 +1,5 @@
-"""Services for tenants and their API keys: the write side the admin and commands share."""
+"""Services for tenants and their API keys: the write side the admin and commands share, and
+the key check of every MCP request with this worker's copies of the keys it has seen."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from controlplane import vault
+from controlplane.config_version import VersionedCache
 from controlplane.errors import InvalidInput, TenantNotFound
 from controlplane.models import ApiKey, QontakCredential, Tenant
 
@@ -119,4 +122,32 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         now = timezone.now()
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
+    return api_key
+
+
+# This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
+_known_keys: VersionedCache[str, ApiKey] = VersionedCache()
+
+
+def _authenticate_request(key: str) -> ApiKey | None:
+    """Start of a request's database work, like Django's request_started: drop a connection
+    that is too old or broken (and health-check a kept one) once, here; the rest of the
+    request's hops reuse it."""
+    close_old_connections()
+    return api_key_authenticate(key=key)
+
+
+async def api_key_for_request(*, key: str, version: str | None) -> ApiKey | None:
+    """The usable key for `key`: this worker's copy when it belongs to `version` (no I/O),
+    else the database in a thread (which also records the key's use, once a minute).
+    Raises DatabaseError when the database cannot be reached."""
+    digest = api_key_digest(key)
+    known = _known_keys.get(digest, version)
+    if known is not None and api_key_usable(known) and not api_key_use_due(known):
+        return known
+    api_key = await sync_to_async(_authenticate_request)(key)
+    if api_key is None:
+        _known_keys.discard(digest)
+    else:
+        _known_keys.put(digest, version, api_key)
     return api_key

@@ -17,25 +17,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import mcp_types as types
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
 from controlplane import config_version
-from controlplane.config_version import VersionedCache
-from controlplane.models import ApiKey
-from controlplane.tenants import (
-    api_key_authenticate,
-    api_key_digest,
-    api_key_usable,
-    api_key_use_due,
-)
+from controlplane.tenants import api_key_for_request
 from mcpserver import audit_writer, pipeline
-from mcpserver.qontak.client import close_client
+from qontak.client import close_client
 
 logger = logging.getLogger(__name__)
 
@@ -166,33 +158,6 @@ async def _reject_unauthenticated(send: Send, reason: str) -> None:
     await _refuse(send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge)])
 
 
-def _authenticate_request(key: str) -> ApiKey | None:
-    """Start of a request's database work, like Django's request_started: drop a connection
-    that is too old or broken (and health-check a kept one) once, here; the rest of the
-    request's hops reuse it (see mcpserver.pipeline)."""
-    close_old_connections()
-    return api_key_authenticate(key=key)
-
-
-# This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
-_known_keys: VersionedCache[str, ApiKey] = VersionedCache()
-
-
-async def _authenticated_key(key: str, version: str | None) -> ApiKey | None:
-    """The usable key for `key`: this worker's copy when it belongs to `version`, else the
-    database (which also records the key's use, once a minute)."""
-    digest = api_key_digest(key)
-    known = _known_keys.get(digest, version)
-    if known is not None and api_key_usable(known) and not api_key_use_due(known):
-        return known
-    api_key = await sync_to_async(_authenticate_request)(key)
-    if api_key is None:
-        _known_keys.discard(digest)
-    else:
-        _known_keys.put(digest, version, api_key)
-    return api_key
-
-
 def _bearer_key(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -217,7 +182,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     key = _bearer_key(scope)
     version = None if key is None else config_version.current()
     try:
-        api_key = None if key is None else await _authenticated_key(key, version)
+        api_key = None if key is None else await api_key_for_request(key=key, version=version)
     except DatabaseError:
         logger.exception(
             "database unavailable while checking an API key",

@@ -267,12 +267,13 @@ def test_database_outage_during_authentication_is_a_503_not_a_500(monkeypatch):
 
     from django.db import OperationalError
 
+    from controlplane import tenants
     from mcpserver import server
 
     def unreachable(*, key: str) -> None:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(server, "api_key_authenticate", unreachable)
+    monkeypatch.setattr(tenants, "api_key_authenticate", unreachable)
 
     async def post() -> httpx.Response:
         transport = httpx.ASGITransport(app=server.mcp_endpoint)

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from controlplane import policies
-from controlplane.redis_wire import RedisLink
+from controlplane.redis.link import RedisLink
 from tests.conftest import PrivateRedis
 
 

@@ -1,16 +1,10 @@
-"""Redis connections: the Django cache backend, and direct clients for the per-call hot path.
+"""The process's Redis clients: the Django cache backend, the blocking client for locks and
+announcements, and each event loop's pipelined link.
 
 Django keeps one cache object per async context, and the built-in RedisCache builds a new
 connection pool for each object: under ASGI that is a new Redis connection for nearly every
-request (measured by `make bench`: one connection and ~4 ms per tool call). Rate-limit
-counters, locks and the health check all go through this backend, so they share one pool.
-
-The tool-call path also talks to Redis without Django's cache API, on a pipelined asyncio link
-(controlplane.redis_wire): the rate-limit windows take one round trip on the event loop
-instead of a thread hop and several commands (controlplane.policies); configuration changes
-arrive on a subscription of their own (controlplane.config_version). Keys are built with the
-cache's own key function, so both paths read and write the same entries. Without REDIS_URL
-there is no shared store, and these clients are None.
+request. Every cache object here shares one pool per configuration instead. Without
+REDIS_URL there is no shared store, and the direct clients are None.
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ import redis
 from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
-from controlplane.redis_wire import RedisLink
+from controlplane.redis.link import RedisLink
 
 _clients: dict[str, RedisCacheClient] = {}
 _clients_lock = threading.Lock()

@@ -1,14 +1,5 @@
-"""A lean asyncio link to Redis for the commands the tool-call path sends on every call.
-
-redis-py's asyncio client takes a pooled connection, a lock and a timeout context per command:
-about 67 us of CPU for one EVALSHA at concurrency 1 and 46 us at 16, against 25 us and 13 us
-for one connection that pipelines every caller's commands and matches replies in order
-(measured with uvloop on this machine). Every warm tool call sends one such command (the
-rate-limit count), so the worker keeps one `RedisLink` per event loop. It speaks RESP2 with
-hiredis, the parser redis-py itself uses, and raises redis-py's exceptions, so callers handle
-failures the same way. The configuration-change subscription (controlplane.config_version)
-opens its connection with the same code.
-"""
+"""One pipelined asyncio connection to Redis for the commands the tool-call path sends on every
+call: every caller's commands share it, and replies settle the waiters in order."""
 
 from __future__ import annotations
 
@@ -16,62 +7,19 @@ import asyncio
 import collections
 import functools
 import hashlib
-import ssl
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import hiredis
-from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-ProtocolType = TypeVar("ProtocolType", bound=asyncio.Protocol)
+from controlplane.redis.wire import command, handshake, open_connection
 
 
 @functools.cache
 def _script_sha(source: str) -> str:
     return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-def command(*parts: str | bytes | int) -> bytes:
-    """One command in Redis's wire format (RESP)."""
-    encoded = [part if isinstance(part, bytes) else str(part).encode() for part in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
-    )
-
-
-def handshake(url: str, *, select_db: bool) -> list[bytes]:
-    """The commands a new connection sends first: AUTH when the URL has a password, then
-    SELECT its database (not for a subscription: channels ignore databases)."""
-    options = parse_url(url)
-    commands = []
-    if options.get("password"):
-        credentials = (options.get("username"), options["password"])
-        commands.append(command("AUTH", *(part for part in credentials if part)))
-    if select_db and int(options.get("db") or 0):
-        commands.append(command("SELECT", int(options["db"])))
-    return commands
-
-
-async def open_connection(url: str, protocol_factory: Callable[[], ProtocolType]) -> ProtocolType:
-    """Connect `protocol_factory()` to the Redis of `url` (redis://, rediss:// or unix://).
-    The caller bounds the wait."""
-    loop = asyncio.get_running_loop()
-    options = parse_url(url)
-    if "path" in options:
-        _, protocol = await loop.create_unix_connection(protocol_factory, options["path"])
-    else:
-        tls = (
-            ssl.create_default_context()
-            if options.get("connection_class") is SSLConnection
-            else None
-        )
-        _, protocol = await loop.create_connection(
-            protocol_factory, options["host"], options.get("port", 6379), ssl=tls
-        )
-    return protocol
 
 
 class _Pipelined(asyncio.Protocol):
