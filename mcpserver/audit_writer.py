@@ -1,8 +1,8 @@
 """Audit rows are committed shortly after the answer is sent, the rows of the calls of one batch
 window in one INSERT.
 
-Writing a row before answering cost every call a thread hop and a PostgreSQL commit, about
-1 ms at concurrency 1 and most of the database work under load (`make bench`). The request's
+Writing a row before answering would cost every call a thread hop and a database commit
+before its answer, most of the database work under load. The request's
 ASGI task still waits for its own row (mcpserver.server), so a graceful shutdown finishes every
 write; only the client stops waiting. Either way the row is written after Qontak has acted, so
 a worker killed mid-call loses the row it would have lost before; one killed with SIGKILL also
@@ -39,10 +39,9 @@ logger = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.2, 1.0, 3.0)
 # How long the first row of a batch waits for others. Nobody waits for it but the request's
-# own task. Each batch costs a thread hop, a round trip and a commit: at 10 ms a worker
-# serving 400 calls/s wrote batches of ~4 rows, and a warm call cost 1.7x (b)'s CPU; at
-# 100 ms, 1.5x (interleaved A/B, `make bench` stack). It is also how much of the audit trail
-# a worker killed with SIGKILL can lose on top of the calls in flight.
+# own task; each batch costs a thread hop, a round trip and a commit, so a longer window means
+# less CPU per call (the README's Performance section has the figures). It is also how much of
+# the audit trail a worker killed with SIGKILL can lose on top of the calls in flight.
 BATCH_WINDOW_SECONDS = 0.1
 # A kept connection is checked (age, health) at most this often, not once per batch: the
 # check is a round trip of its own. A broken connection is also replaced when a write fails.
@@ -54,6 +53,15 @@ class _Pending:
     record: audit.ToolCallRecord
     tenant_slug: str
     written: asyncio.Future[None]
+
+
+@dataclass(frozen=True)
+class _WrittenBatch:
+    """What one write of a batch produced: a row per record (None where the database refused
+    that one), and whether an operator is watching the live feed."""
+
+    rows: list[ToolCall | None]
+    feed_watched: bool
 
 
 @dataclass
@@ -91,19 +99,17 @@ async def _flush(writer: _Writer) -> None:
     while writer.queue:
         await asyncio.sleep(BATCH_WINDOW_SECONDS)
         batch, writer.queue = writer.queue, []
-        rows = await _write_with_retries(batch)
+        written = await _write_with_retries(batch)
         for pending in batch:
             if not pending.written.done():
                 pending.written.set_result(None)
-        if rows is not None and rows[1]:
-            for row, pending in zip(rows[0], batch, strict=True):
+        if written is not None and written.feed_watched:
+            for row, pending in zip(written.rows, batch, strict=True):
                 if row is not None:
                     live.publish_in_background(row, tenant_slug=pending.tenant_slug)
 
 
-async def _write_with_retries(
-    batch: list[_Pending],
-) -> tuple[list[ToolCall | None], bool] | None:
+async def _write_with_retries(batch: list[_Pending]) -> _WrittenBatch | None:
     records = [pending.record for pending in batch]
     failure: BaseException | None = None
     for delay in (*RETRY_DELAYS, None):
@@ -129,9 +135,8 @@ async def _write_with_retries(
     return None
 
 
-def _write(records: list[audit.ToolCallRecord]) -> tuple[list[ToolCall | None], bool]:
-    """The rows (None where one was refused), and whether a live feed wants them: one thread
-    hop for both."""
+def _write(records: list[audit.ToolCallRecord]) -> _WrittenBatch:
+    """The rows, and whether a live feed wants them: one thread hop for both."""
     global _next_connection_check
     now = time.monotonic()
     if now >= _next_connection_check:
@@ -145,7 +150,7 @@ def _write(records: list[audit.ToolCallRecord]) -> tuple[list[ToolCall | None], 
         db_connection.close()  # broken: the next attempt opens a fresh one
         _next_connection_check = 0.0
         raise
-    return rows, live.feed_watched()
+    return _WrittenBatch(rows=rows, feed_watched=live.feed_watched())
 
 
 def _write_alone(record: audit.ToolCallRecord) -> ToolCall | None:

@@ -1,13 +1,13 @@
-"""The enforcement chain every tool call passes once, left to right:
+"""The enforcement chain every tool call passes once, left to right, one service call a step:
 
-    tool policy -> input -> rate limit -> access token -> Qontak call -> audit
+    tool policy (policies) -> input -> rate limit (ratelimit) -> access token (tokens)
+    -> Qontak call (qontak) -> audit (mcpserver.audit_writer)
 
 Each step either hands on or raises a domain exception; `run_tool_call` translates the
 exception into an `isError` tool result in one place and always queues the audit row.
-A warm call does no blocking work: policies and the access token come from this worker's
-caches, the rate limits are one Redis round trip on the event loop, and the audit row is
-written after the answer (mcpserver.audit_writer). Blocking work on a miss (database, Vault)
-crosses to Django's thread-sensitive executor with `sync_to_async`.
+A warm call does no blocking work: each service answers from this worker's copies, the rate
+limits are one Redis round trip on the event loop, and the audit row is written after the
+answer. A service that misses its copy crosses to a thread itself.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, metrics, policies, tokens
+from controlplane import audit, metrics, policies, ratelimit, tokens
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
@@ -49,8 +48,7 @@ class Caller:
     """Who is calling, established by the API key alone (never by a tool argument).
 
     `config_version` is the worker's configuration version when the key was checked; the
-    request's cached policies must belong to it. `audit_pending` collects the request's
-    audit writes, which mcpserver.server awaits after the answer is sent.
+    request's cached policies must belong to it.
     """
 
     api_key_id: int
@@ -59,7 +57,6 @@ class Caller:
     tenant: Tenant
     request_id: str
     config_version: str | None = None
-    audit_pending: list[asyncio.Future[None]] = field(default_factory=list)
 
     def log_context(self, **more: Any) -> dict[str, Any]:
         return {
@@ -75,6 +72,15 @@ class ToolResult:
     text: str
     structured: dict[str, Any] | None
     is_error: bool
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """A tool call's answer, and the write of its audit row, which the request must outlive
+    (so a graceful shutdown finishes every write) but the client does not wait for."""
+
+    result: ToolResult
+    audit_row_written: asyncio.Future[None]
 
 
 @dataclass(frozen=True)
@@ -115,12 +121,7 @@ def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) 
 
 
 async def _policy(caller: Caller) -> policies.TenantPolicy:
-    """From this worker's cache when current (no thread hop), else from the database."""
-    version = caller.config_version
-    cached = policies.cached_tenant_policy(tenant_id=caller.tenant.pk, version=version)
-    if cached is not None:
-        return cached
-    return await sync_to_async(policies.tenant_policy)(tenant_id=caller.tenant.pk, version=version)
+    return await policies.policy_for_call(tenant_id=caller.tenant.pk, version=caller.config_version)
 
 
 async def visible_tools(caller: Caller) -> list[Endpoint]:
@@ -146,7 +147,7 @@ def _validated_input(endpoint: Endpoint, arguments: dict[str, Any]) -> BaseModel
 
 async def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> None:
     """Rate limits, then the first request of the Qontak ceiling: one round trip for both."""
-    hit = await policies.admit_call(
+    hit = await ratelimit.admit_call(
         policy=policy, tenant_slug=caller.tenant.slug, key_prefix=caller.key_prefix, tool=tool
     )
     if hit is not None:
@@ -167,7 +168,7 @@ async def _send(
     path, params, body = endpoint.request_parts(data)
 
     async def count_retry() -> None:
-        hit = await policies.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
+        hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
         if hit is not None:
             raise RateLimited(hit.message, retry_after=hit.retry_after)
 
@@ -233,8 +234,10 @@ async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]
     return _completed(endpoint, data, response)
 
 
-async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | None) -> ToolResult:
-    """Run one tools/call through the chain and audit it, whatever happens."""
+async def run_tool_call(
+    caller: Caller, tool: str, arguments: dict[str, Any] | None
+) -> ToolCallDone:
+    """Run one tools/call through the chain and queue its audit row, whatever happens."""
     started = time.perf_counter()
     arguments = arguments or {}
     try:
@@ -270,5 +273,7 @@ async def run_tool_call(caller: Caller, tool: str, arguments: dict[str, Any] | N
         request_id=caller.request_id,
         message="" if not completed.result.is_error else completed.result.text,
     )
-    caller.audit_pending.append(audit_writer.submit(record, tenant_slug=caller.tenant.slug))
-    return completed.result
+    return ToolCallDone(
+        result=completed.result,
+        audit_row_written=audit_writer.submit(record, tenant_slug=caller.tenant.slug),
+    )

@@ -91,7 +91,13 @@ async def qontak_request(
         if not retryable or attempt >= MAX_RETRIES:
             break
         wait = _retry_wait(response, attempt)
-        logger.info("qontak_retry status=%s wait=%.2fs path=%s", response.status_code, wait, path)
+        logger.info(
+            "qontak_retry status=%s wait=%.2fs path=%s",
+            response.status_code,
+            wait,
+            path,
+            extra={"event": "qontak_retry", "status": response.status_code},
+        )
         await asyncio.sleep(wait)
         if before_retry is not None:
             await before_retry()

@@ -313,9 +313,10 @@ async def run_tool_call_and_drain(
     the row to the audit writer and returns without waiting for it)."""
     from mcpserver import audit_writer, pipeline
 
-    result = await pipeline.run_tool_call(caller, tool, arguments)
+    done = await pipeline.run_tool_call(caller, tool, arguments)
     await audit_writer.drain()
-    return result
+    assert done.audit_row_written.done()
+    return done.result
 
 
 @asynccontextmanager

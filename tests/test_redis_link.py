@@ -11,7 +11,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from controlplane import policies
+from controlplane import policies, ratelimit
 from controlplane.redis.link import RedisLink
 from tests.conftest import PrivateRedis
 
@@ -74,8 +74,8 @@ async def test_rate_limits_still_count_after_redis_forgets_its_scripts(private_r
         qontak_ceiling="100/d",
     )
 
-    async def admit() -> policies.RateLimitHit | None:
-        return await policies.admit_call(
+    async def admit() -> ratelimit.RateLimitHit | None:
+        return await ratelimit.admit_call(
             policy=policy, tenant_slug="scripts", key_prefix="qmcp_test", tool="get_contact"
         )
 

@@ -10,8 +10,9 @@ import uuid
 
 from django_ratelimit.core import get_usage
 
-from controlplane import policies
-from controlplane.policies import RateLimitHit, RateRule, TenantPolicy
+from controlplane import ratelimit
+from controlplane.policies import RateRule, TenantPolicy
+from controlplane.ratelimit import RateLimitHit
 
 
 def _usage(group: str, subject: str, rate: str) -> int:
@@ -30,7 +31,7 @@ def test_admission_counts_the_windows_django_ratelimit_reads_and_stops_at_the_fi
 
     async def four_calls() -> list[RateLimitHit | None]:
         return [
-            await policies.admit_call(
+            await ratelimit.admit_call(
                 policy=policy, tenant_slug=slug, key_prefix="qmcp_test", tool="get_contact"
             )
             for _ in range(4)
@@ -52,10 +53,10 @@ def test_a_qontak_retry_counts_against_the_ceiling_only():
 
     async def retries() -> list[RateLimitHit | None]:
         return [
-            await policies.admit_qontak_retry(policy=policy, tenant_slug=slug) for _ in range(2)
+            await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=slug) for _ in range(2)
         ]
 
     first, second = asyncio.run(retries())
     assert first is None
-    assert second is not None and second.scope == policies.QONTAK_CEILING_SCOPE
+    assert second is not None and second.scope == ratelimit.QONTAK_CEILING_SCOPE
     assert _usage("mcp:*", f"tenant:{slug}", "120/m") == 0

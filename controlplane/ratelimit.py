@@ -1,0 +1,186 @@
+"""Counting tool calls, and requests sent to Qontak, against the limits a TenantPolicy sets.
+
+The windows are django-ratelimit's fixed windows: its rate syntax, its staggered windows and
+its cache keys. With Redis, every window a call touches is counted by one Lua script in one
+round trip on the event loop, where django-ratelimit's `get_usage` would take a thread hop and
+several commands per window. To count the very windows django-ratelimit reads, this module
+uses three of its private helpers (`_split_rate`, `_get_window`, `_make_cache_key`), here and
+nowhere else; tests/test_ratelimit.py counts here and reads with the public `get_usage`, so it
+fails if the library changes underneath. Without Redis the counters live in this process's
+memory, where `get_usage` itself counts, without I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+from django.core.cache import cache
+from django_ratelimit.core import (
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+    get_usage,
+)
+from redis.exceptions import RedisError
+
+from controlplane.errors import CountersUnavailable
+from controlplane.policies import RateRule, TenantPolicy
+from controlplane.redis import redis_link
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RateLimitHit:
+    rule: RateRule
+    retry_after: int
+    scope: str = ""
+
+    @property
+    def message(self) -> str:
+        return (
+            f"rate limit {self.rule.rate} reached ({self.scope or self.rule.scope}); "
+            f"retry in {self.retry_after} s"
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One fixed window of one limit, as django-ratelimit keys and times it."""
+
+    group: str
+    subject: str
+    rate: str
+    hit: RateLimitHit
+
+    @cached_property
+    def limit_and_period(self) -> tuple[int, int]:
+        limit, period = _split_rate(self.rate)
+        return int(limit), int(period)
+
+    def ends_at(self) -> int:
+        return int(_get_window(self.subject, self.limit_and_period[1]))
+
+    def exceeded(self) -> RateLimitHit:
+        retry_after = max(self.ends_at() - int(time.time()), 1)
+        return RateLimitHit(rule=self.hit.rule, retry_after=retry_after, scope=self.hit.scope)
+
+
+# Count each window in order, and stop at the first one past its limit (as a loop over
+# get_usage would): returns that window's 1-based position, or 0 when all admit the call.
+COUNT_WINDOWS_LUA = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
+  if redis.call('INCR', key) > tonumber(ARGV[2 * i - 1]) then
+    return i
+  end
+end
+return 0
+"""
+
+
+@lru_cache(maxsize=4096)
+def _counter_key(group: str, rate: str, subject: str, ends_at: int) -> str:
+    """The Redis key of one window's counter; it changes only when the window rolls over, so
+    it is not hashed anew on every call."""
+    return cache.make_key(_make_cache_key(group, ends_at, rate, subject, ""))
+
+
+async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
+    link = redis_link()
+    assert link is not None
+    keys: list[str] = []
+    limits_and_ttls: list[int] = []
+    for window in windows:
+        limit, period = window.limit_and_period
+        keys.append(_counter_key(window.group, window.rate, window.subject, window.ends_at()))
+        limits_and_ttls += [limit, period + EXPIRATION_FUDGE]
+    try:
+        exceeded = int(await link.run_script(COUNT_WINDOWS_LUA, keys, limits_and_ttls))
+    except RedisError:
+        logger.warning(
+            "rate-limit counters unreachable",
+            exc_info=True,
+            extra={"event": "counters_unavailable"},
+        )
+        raise CountersUnavailable(
+            "the control plane cannot reach its rate-limit counters (Redis); retry shortly"
+        ) from None
+    return windows[exceeded - 1] if exceeded else None
+
+
+def _count_in_memory(windows: Sequence[Window]) -> Window | None:
+    for window in windows:
+        usage = get_usage(
+            None,
+            group=window.group,
+            key=lambda _group, _request, subject=window.subject: subject,
+            rate=window.rate,
+            increment=True,
+        )
+        if usage is not None and usage["should_limit"]:
+            return window
+    return None
+
+
+async def _count(windows: Sequence[Window]) -> RateLimitHit | None:
+    """Count one event in every window; the hit for the first window past its limit."""
+    if redis_link() is not None:
+        exceeded = await _count_on_redis(windows)
+    else:
+        exceeded = _count_in_memory(windows)
+    return None if exceeded is None else exceeded.exceeded()
+
+
+def _rate_windows(
+    policy: TenantPolicy, *, tenant_slug: str, key_prefix: str, tool: str
+) -> list[Window]:
+    return [
+        Window(
+            group=f"mcp:{rule.tool or '*'}",
+            subject=f"key:{key_prefix}" if rule.per_key else f"tenant:{tenant_slug}",
+            rate=rule.rate,
+            hit=RateLimitHit(rule=rule, retry_after=0),
+        )
+        for rule in policy.rates_for(tool)
+    ]
+
+
+QONTAK_CEILING_SCOPE = "requests sent to this tenant's Qontak account"
+
+
+def _qontak_window(policy: TenantPolicy, *, tenant_slug: str) -> Window:
+    """The ceiling that protects the customer's Qontak quota, one event per request sent."""
+    return Window(
+        group="qontak",
+        subject=f"tenant:{tenant_slug}",
+        rate=policy.qontak_ceiling,
+        hit=RateLimitHit(
+            rule=RateRule(rate=policy.qontak_ceiling, tool="", per_key=False),
+            retry_after=0,
+            scope=QONTAK_CEILING_SCOPE,
+        ),
+    )
+
+
+async def admit_call(
+    *, policy: TenantPolicy, tenant_slug: str, key_prefix: str, tool: str
+) -> RateLimitHit | None:
+    """Count a tool call against every applicable rate and its first Qontak request against
+    the ceiling, in one round trip; the first limit exceeded, if any.
+
+    Counters live in the shared cache (Redis in production), so the limits hold across
+    workers and hosts. Raises CountersUnavailable when Redis cannot be reached.
+    """
+    windows = _rate_windows(policy, tenant_slug=tenant_slug, key_prefix=key_prefix, tool=tool)
+    return await _count([*windows, _qontak_window(policy, tenant_slug=tenant_slug)])
+
+
+async def admit_qontak_retry(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:
+    """Count one more request to Qontak (a retry) against the tenant's ceiling."""
+    return await _count([_qontak_window(policy, tenant_slug=tenant_slug)])
