@@ -1,4 +1,5 @@
-"""Round trips per resource over MCP: create -> get -> update -> list -> delete -> get is 404."""
+"""Round trips per resource over MCP: create -> get -> update -> list -> delete -> get is 404,
+each request reaching the tenant's own Qontak account."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from tests.conftest import audited_calls, with_mcp
+from tests.conftest import audited_calls, simulator_requests, with_mcp
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ def response(result: Any) -> Any:
 
 
 @pytest.mark.parametrize("trip", ROUND_TRIPS, ids=[trip.noun for trip in ROUND_TRIPS])
-def test_record_round_trip_ends_in_a_404_naming_the_record(control_plane, make_tenant, era, trip):
+def test_record_round_trip_ends_in_a_404_naming_the_record(
+    control_plane, make_tenant, simulator, era, trip
+):
     demo = make_tenant()
 
     async def round_trip(client: Client) -> dict[str, Any]:
@@ -122,6 +125,9 @@ def test_record_round_trip_ends_in_a_404_naming_the_record(control_plane, make_t
     )
     outcomes = [row.outcome for row in audited_calls(demo.tenant, 7)]
     assert outcomes == ["ok"] * 6 + ["upstream_error"]
+    requests = simulator_requests(simulator, demo.account)
+    methods = [r["method"] for r in requests if r["path"].startswith("/api/")]
+    assert methods == ["POST", "GET", "PUT", "GET", "GET", "DELETE", "GET"]
 
 
 def test_geolocation_round_trip_without_a_delete(control_plane, make_tenant, era):
