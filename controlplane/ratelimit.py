@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
+from django.conf import settings
 from django.core.cache import cache
 from django_ratelimit.core import (
     EXPIRATION_FUDGE,
@@ -169,16 +170,42 @@ def _qontak_window(policy: TenantPolicy, *, tenant_slug: str) -> Window:
 
 
 async def admit_call(
-    *, policy: TenantPolicy, tenant_slug: str, key_prefix: str, tool: str
+    *,
+    policy: TenantPolicy,
+    tenant_slug: str,
+    key_prefix: str,
+    tool: str,
+    reaches_qontak: bool = True,
 ) -> RateLimitHit | None:
-    """Count a tool call against every applicable rate and its first Qontak request against
-    the ceiling, in one round trip; the first limit exceeded, if any.
+    """Count a tool call against every applicable rate and, when it will reach Qontak, its
+    first request against the ceiling, in one round trip; the first limit exceeded, if any.
 
-    Counters live in the shared cache (Redis in production), so the limits hold across
-    workers and hosts. Raises CountersUnavailable when Redis cannot be reached.
+    Every authenticated call counts, refused or not; `tool` is "" for a name that is no tool,
+    so invented names count against the all-tools limits only. Counters live in the shared
+    cache (Redis in production), so the limits hold across workers and hosts. Raises
+    CountersUnavailable when Redis cannot be reached.
     """
     windows = _rate_windows(policy, tenant_slug=tenant_slug, key_prefix=key_prefix, tool=tool)
-    return await _count([*windows, _qontak_window(policy, tenant_slug=tenant_slug)])
+    if reaches_qontak:
+        windows.append(_qontak_window(policy, tenant_slug=tenant_slug))
+    return await _count(windows)
+
+
+LISTING_SCOPE = "tools/list requests of this API key"
+
+
+async def admit_listing(*, key_prefix: str) -> RateLimitHit | None:
+    """Count a tools/list request against TOOLS_LIST_RATE: listing costs a policy lookup and a
+    schema dump, so it is throttled per key apart from the tool-call limits."""
+    rate = settings.TOOLS_LIST_RATE
+    rule = RateRule(rate=rate, tool="", per_key=True)
+    window = Window(
+        group="mcp:tools/list",
+        subject=f"key:{key_prefix}",
+        rate=rate,
+        hit=RateLimitHit(rule=rule, retry_after=0, scope=LISTING_SCOPE),
+    )
+    return await _count([window])
 
 
 async def admit_qontak_retry(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:

@@ -150,6 +150,8 @@ MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=1_000_000)
 DEFAULT_RATE_LIMIT = env.str("DEFAULT_RATE_LIMIT", default="120/m")
 # Requests sent to one tenant's Qontak account (retries included), to protect its quota.
 QONTAK_REQUEST_CEILING = env.str("QONTAK_REQUEST_CEILING", default="600/m")
+# tools/list requests per API key (each costs a policy lookup and a schema dump).
+TOOLS_LIST_RATE = env.str("TOOLS_LIST_RATE", default="60/m")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain

@@ -103,6 +103,9 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (ReauthorizationRequired, ToolCall.Outcome.UNAVAILABLE),
 )
 
+UNKNOWN_TOOL_LABEL = "unknown"
+TOOL_NAME_SHOWN = 100  # characters of an unknown tool's name echoed back
+
 # Python types a declared response shape admits (see Endpoint.response_shape).
 SHAPE_TYPES: dict[str, type] = {"object": dict, "array": list}
 
@@ -125,7 +128,12 @@ async def _policy(caller: Caller) -> policies.TenantPolicy:
 
 
 async def visible_tools(caller: Caller) -> list[Endpoint]:
-    """The tools this caller may use: the same policy tools/call enforces."""
+    """The tools this caller may use: the same policy tools/call enforces. Raises RateLimited
+    past TOOLS_LIST_RATE, or CountersUnavailable."""
+    hit = await ratelimit.admit_listing(key_prefix=caller.key_prefix)
+    if hit is not None:
+        metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope).inc()
+        raise RateLimited(hit.message, retry_after=hit.retry_after)
     policy = await _policy(caller)
     return [endpoint for endpoint in ENDPOINTS if _allowed(policy, caller, endpoint)]
 
@@ -145,10 +153,16 @@ def _validated_input(endpoint: Endpoint, arguments: dict[str, Any]) -> BaseModel
         raise InvalidInput(_describe_validation_error(endpoint, exc)) from None
 
 
-async def _admit(policy: policies.TenantPolicy, caller: Caller, tool: str) -> None:
+async def _admit(
+    policy: policies.TenantPolicy, caller: Caller, tool: str, *, reaches_qontak: bool
+) -> None:
     """Rate limits, then the first request of the Qontak ceiling: one round trip for both."""
     hit = await ratelimit.admit_call(
-        policy=policy, tenant_slug=caller.tenant.slug, key_prefix=caller.key_prefix, tool=tool
+        policy=policy,
+        tenant_slug=caller.tenant.slug,
+        key_prefix=caller.key_prefix,
+        tool=tool,
+        reaches_qontak=reaches_qontak,
     )
     if hit is not None:
         metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope or hit.rule.scope).inc()
@@ -220,16 +234,31 @@ def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) ->
     )
 
 
-async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]) -> Completed:
+def _screened(
+    policy: policies.TenantPolicy, caller: Caller, tool: str, arguments: dict[str, Any]
+) -> tuple[Endpoint, BaseModel]:
+    """The tool and its validated input; raises InvalidInput or ToolDenied. No I/O."""
     endpoint = ENDPOINTS_BY_NAME.get(tool)
     if endpoint is None:
-        raise InvalidInput(f"unknown tool '{tool}': call tools/list to see the available tools")
-    policy = await _policy(caller)
+        shown = audit.printable(tool, TOOL_NAME_SHOWN)
+        raise InvalidInput(f"unknown tool '{shown}': call tools/list to see the available tools")
     if not _allowed(policy, caller, endpoint):
         logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
         raise ToolDenied(f"tool '{tool}' is not available to this API key")
-    data = _validated_input(endpoint, arguments)
-    await _admit(policy, caller, tool)
+    return endpoint, _validated_input(endpoint, arguments)
+
+
+async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]) -> Completed:
+    """Every call is counted against the rate limits before its refusal, if any, is answered:
+    unknown tools, denied tools and invalid arguments cost the caller as much as a call."""
+    policy = await _policy(caller)
+    try:
+        endpoint, data = _screened(policy, caller, tool, arguments)
+    except (InvalidInput, ToolDenied):
+        counted_as = tool if tool in ENDPOINTS_BY_NAME else ""
+        await _admit(policy, caller, counted_as, reaches_qontak=False)
+        raise
+    await _admit(policy, caller, tool, reaches_qontak=True)
     response = await _send(caller, policy, endpoint, data)
     return _completed(endpoint, data, response)
 
@@ -259,7 +288,9 @@ async def run_tool_call(
             ToolCall.Outcome.INTERNAL_ERROR,
         )
     elapsed = time.perf_counter() - started
-    metrics.TOOL_CALLS.labels(tool=tool[:100], outcome=completed.outcome).inc()
+    # Invented names would each become a series of their own.
+    label = tool if tool in ENDPOINTS_BY_NAME else UNKNOWN_TOOL_LABEL
+    metrics.TOOL_CALLS.labels(tool=label, outcome=completed.outcome).inc()
     metrics.TOOL_CALL_LATENCY.observe(elapsed)
     record = audit.ToolCallRecord(
         tenant_id=caller.tenant.pk,

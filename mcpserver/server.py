@@ -21,9 +21,11 @@ from django.db import DatabaseError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
 
 from controlplane import config_version
+from controlplane.errors import ApplicationError
 from controlplane.tenants import api_key_for_request
 from mcpserver import audit_writer, pipeline
 from qontak.client import close_client
@@ -69,7 +71,10 @@ def _caller(ctx: ServerRequestContext[Any]) -> pipeline.Caller:
 async def list_tools(
     ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
-    tools = await pipeline.visible_tools(_caller(ctx))
+    try:
+        tools = await pipeline.visible_tools(_caller(ctx))
+    except ApplicationError as exc:  # no tool result to carry it: a JSON-RPC error instead
+        raise MCPError(code=types.INTERNAL_ERROR, message=exc.message) from None
     return types.ListToolsResult(
         tools=[
             types.Tool(

@@ -1,7 +1,8 @@
 """Pydantic input models for the Qontak tools: what an assistant may send, and the rules.
 
-Path ids are positive integers, pagination is bounded, unknown fields are refused (a typo
-should be an error the model can fix, not a silently dropped filter). Bodies follow the
+Path ids are positive 64-bit integers, pagination, lists and strings are bounded (what is sent
+to Qontak and kept in the audit stays sane), unknown fields are refused (a typo should be an
+error the model can fix, not a silently dropped filter). Bodies follow the
 collection's example bodies minus the display-only `*_name` fields, which Qontak derives from
 the ids. A field is required only where the collection says every record needs it; anything
 that depends on the account (pipelines, custom fields) is left to Qontak's 422 and to the
@@ -14,19 +15,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PositiveId = Annotated[int, Field(ge=1, description="Qontak record id (a positive integer).")]
-Page = Annotated[int, Field(ge=1, description="Page number, from 1.")]
+# Qontak's ids are database integers: nothing above a signed 64-bit one can name a record.
+MAX_ID = 2**63 - 1
+MAX_STRING = 10_000
+MAX_LIST = 500
+PositiveId = Annotated[
+    int, Field(ge=1, le=MAX_ID, description="Qontak record id (a positive integer).")
+]
+Page = Annotated[int, Field(ge=1, le=100_000, description="Page number, from 1.")]
 PerPage = Annotated[int, Field(ge=1, le=100, description="Records per page, 1 to 100.")]
 DayMonthYear = Annotated[
     str, Field(pattern=r"^\d{2}-\d{2}-\d{4}$", description="A date written dd-mm-yyyy.")
 ]
-Amount = Annotated[float, Field(ge=0)]
-Ids = list[PositiveId]
+Amount = Annotated[float, Field(ge=0, le=1e15)]
+Ids = Annotated[list[PositiveId], Field(max_length=MAX_LIST)]
 Name = Annotated[str, Field(min_length=1)]
 
 
 class ToolInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, str_max_length=MAX_STRING)
 
 
 class NoArguments(ToolInput):
@@ -47,7 +54,9 @@ class AdditionalField(ToolInput):
 
     id: PositiveId
     name: str | None = None
-    value: str | int | float | bool | list[str | int] | None = Field(
+    value: (
+        str | int | float | bool | Annotated[list[str | int], Field(max_length=MAX_LIST)] | None
+    ) = Field(
         None,
         description=(
             "The value; for a dropdown the option id, for a multiple select the option ids "
@@ -60,6 +69,7 @@ class AdditionalField(ToolInput):
 class WithAdditionalFields(ToolInput):
     additional_fields: list[AdditionalField] | None = Field(
         None,
+        max_length=MAX_LIST,
         description=(
             "Custom fields as {id, value}; get_required_fields_for_* lists their ids and options."
         ),

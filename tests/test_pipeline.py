@@ -1,0 +1,83 @@
+"""The enforcement chain in-process: what every authenticated call costs, and what its audit
+row keeps, whatever the call was."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from controlplane import metrics, policies
+from controlplane.models import ToolCall
+from mcpserver import pipeline
+from tests.conftest import in_process_caller, run_tool_call_and_drain
+
+
+def _calls(caller: pipeline.Caller, calls: list[tuple[str, dict]]) -> list[pipeline.ToolResult]:
+    async def run() -> list[pipeline.ToolResult]:
+        return [await run_tool_call_and_drain(caller, tool, args) for tool, args in calls]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unknown_denied_and_invalid_calls_count_against_the_rate_limit():
+    caller = in_process_caller("abuse", "req-abuse")
+    policies.rate_limit_set(tenant=caller.tenant, rate="3/d")
+    policies.tool_access_set(tenant=caller.tenant, tool="delete_contact", effect="deny")
+    results = _calls(
+        caller,
+        [
+            ("no_such_tool_1", {}),
+            ("delete_contact", {"id": 1}),
+            ("get_contact", {"id": "not a number"}),
+            ("no_such_tool_2", {}),
+            ("get_contact", {"id": -1}),
+        ],
+    )
+    outcomes = list(
+        ToolCall.objects.filter(tenant=caller.tenant)
+        .order_by("created_at", "pk")
+        .values_list("outcome", flat=True)
+    )
+    assert outcomes == ["invalid_input", "denied", "invalid_input", "rate_limited", "rate_limited"]
+    assert results[3].text.startswith("rate limit 3/d reached")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invented_tool_names_share_one_metrics_series():
+    caller = in_process_caller("names", "req-names")
+    _calls(caller, [(f"invented_{n}", {}) for n in range(3)])
+    exposed = metrics.TOOL_CALLS.collect()[0].samples
+    tools = {sample.labels["tool"] for sample in exposed}
+    assert "unknown" in tools
+    assert not [tool for tool in tools if tool.startswith("invented_")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_huge_argument_list_is_not_stored_whole():
+    caller = in_process_caller("huge", "req-huge")
+    arguments = {"ids": [{"id": n, "note": "x" * 50} for n in range(20_000)]}
+    _calls(caller, [("no_such_tool", arguments)])
+    row = ToolCall.objects.get(tenant=caller.tenant)
+    assert len(json.dumps(row.arguments)) < 5000
+    assert "arguments_digest" in row.arguments["truncated"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_id_of_thousands_of_digits_is_refused_before_qontak():
+    caller = in_process_caller("digits", "req-digits")
+    (result,) = _calls(caller, [("get_contact", {"id": int("9" * 4000)})])
+    assert result.is_error
+    assert result.text.startswith("invalid arguments for get_contact: id:")
+    assert ToolCall.objects.get(tenant=caller.tenant).outcome == "invalid_input"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nul_byte_in_a_tool_name_does_not_lose_the_row():
+    caller = in_process_caller("nul", "req-nul")
+    (result,) = _calls(caller, [("get\x00contact", {"id": 1})])
+    assert result.is_error
+    assert "\x00" not in result.text
+    assert ToolCall.objects.get(tenant=caller.tenant).tool == "getcontact"
