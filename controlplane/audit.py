@@ -1,14 +1,14 @@
 """The audit trail: one append-only ToolCall row per tools/call, whatever happened.
 
-Arguments are stored with personal and secret-looking values redacted, next to a SHA-256 of
-the raw arguments so two identical calls can still be matched. Rows are written in batches
+Arguments are stored through an allow-list (record ids and paging; everything else redacted)
+and bounded in size, next to a keyed digest of the raw arguments so two identical calls can
+still be matched. Rows are written in batches
 by mcpserver.audit_writer; a row the database keeps refusing is logged in full (redacted) at
 ERROR and counted, and never fails the tool call that was already served.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -16,52 +16,82 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from django.utils.crypto import salted_hmac
+
 from controlplane import metrics
 from controlplane.models import ToolCall
+from qontak.endpoints import ENDPOINTS
 
 logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
-# Keys whose values may carry personal data or secrets; matched as substrings, lowercase.
-SENSITIVE_KEY_PARTS = (
-    "name",
-    "email",
-    "phone",
-    "telephone",
-    "address",
-    "birth",
-    "token",
-    "secret",
-    "password",
-    "key",
-    "note",
-    "description",
-    "value",
-    "content",
-    "zipcode",
-    "city",
-    "income",
-    "customer",
-)
+TOOL_NAME_LENGTH = ToolCall._meta.get_field("tool").max_length or 100
+# Stored arguments beyond this size are replaced by a note: the digest still matches them.
+STORED_ARGUMENTS_BYTES = 4096
+STRING_KEPT = 200
 
 
-def redact_arguments(value: Any, *, key: str = "") -> Any:
-    """A copy of `value` safe to keep: sensitive keys' scalar values become REDACTED."""
+def _identifies_no_person(name: str) -> bool:
+    """Record ids and paging say which records a call touched, never who someone is."""
+    return name in ("id", "page", "per_page") or name.endswith(("_id", "_ids"))
+
+
+# What may be stored of each tool's arguments: an allow-list, so a field added to a tool is
+# redacted until someone decides otherwise. Names no tool declares follow the same rule.
+STORED_ARGUMENTS: dict[str, frozenset[str]] = {
+    endpoint.name: frozenset(
+        name for name in endpoint.input_model.model_fields if _identifies_no_person(name)
+    )
+    for endpoint in ENDPOINTS
+}
+
+
+def _kept(tool: str, key: str, *, nested: bool) -> bool:
+    if nested or tool not in STORED_ARGUMENTS:
+        return _identifies_no_person(key)
+    return key in STORED_ARGUMENTS[tool]
+
+
+def redact_arguments(value: Any, *, tool: str = "", key: str = "", nested: bool = False) -> Any:
+    """A copy of `value` safe to keep: only allowed fields keep their values, the others
+    become REDACTED (nested objects, such as custom fields, keep their ids)."""
     if isinstance(value, dict):
-        return {k: redact_arguments(v, key=str(k)) for k, v in value.items()}
+        return {
+            printable(str(k), STRING_KEPT): redact_arguments(
+                v, tool=tool, key=str(k), nested=nested or bool(key)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [redact_arguments(item, key=key) for item in value]
-    lowered = key.lower()
-    if lowered and any(part in lowered for part in SENSITIVE_KEY_PARTS) and value is not None:
+        return [redact_arguments(item, tool=tool, key=key, nested=nested) for item in value]
+    if value is None:
+        return None
+    if not _kept(tool, key, nested=nested):
         return REDACTED
-    if isinstance(value, str) and len(value) > 200:
-        return value[:200] + "…"
-    return value
+    return printable(value, STRING_KEPT) if isinstance(value, str) else value
+
+
+def stored_arguments(tool: str, arguments: Any) -> Any:
+    """The arguments as the audit row keeps them: redacted, and bounded in size."""
+    redacted = redact_arguments(arguments, tool=tool)
+    size = len(json.dumps(redacted, ensure_ascii=False, default=str))
+    if size > STORED_ARGUMENTS_BYTES:
+        return {"truncated": f"{size} bytes of redacted arguments; compare arguments_digest"}
+    return redacted
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` without control characters (a NUL makes PostgreSQL refuse a whole batch), cut
+    to `limit` characters: anything an assistant sends can end up in a row or a log line."""
+    kept = "".join(ch for ch in text if ch.isprintable())
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
 
 
 def arguments_digest(arguments: Any) -> str:
+    """Keyed (HMAC with SECRET_KEY), so a guessed phone number cannot be checked against it;
+    identical arguments still get identical digests."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return salted_hmac("audit-arguments", canonical, algorithm="sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,8 +113,8 @@ def _row(record: ToolCallRecord) -> ToolCall:
         tenant_id=record.tenant_id,
         api_key_id=record.api_key_id,
         key_prefix=record.key_prefix,
-        tool=record.tool[:100],
-        arguments=redact_arguments(record.arguments),
+        tool=printable(record.tool, TOOL_NAME_LENGTH),
+        arguments=stored_arguments(record.tool, record.arguments),
         arguments_digest=arguments_digest(record.arguments),
         outcome=record.outcome,
         upstream_status=record.upstream_status,

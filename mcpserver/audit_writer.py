@@ -10,7 +10,8 @@ loses the rows still waiting in the window.
 
 A batch the database refuses is retried after RETRY_DELAYS; a row still refused is logged in
 full at ERROR (controlplane.audit.tool_call_not_recorded). A row that breaks a constraint
-(its tenant deleted mid-call) is logged at once and does not hold back the rest of its batch.
+(its tenant deleted mid-call) or that the database cannot take is logged at once and does not
+hold back the rest of its batch.
 Each row is also published to the live feed while an operator watches it.
 """
 
@@ -25,15 +26,15 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.db import (
     DatabaseError,
-    IntegrityError,
     InterfaceError,
     OperationalError,
     close_old_connections,
 )
 from django.db import connection as db_connection
 
-from controlplane import audit, live
+from controlplane import audit
 from controlplane.models import ToolCall
+from controlplane.operator import live
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +145,23 @@ def _write(records: list[audit.ToolCallRecord]) -> _WrittenBatch:
         _next_connection_check = now + CONNECTION_CHECK_SECONDS
     try:
         rows: list[ToolCall | None] = list(audit.tool_calls_record(records))
-    except IntegrityError:
-        rows = [_write_alone(record) for record in records]
     except (InterfaceError, OperationalError):
         db_connection.close()  # broken: the next attempt opens a fresh one
         _next_connection_check = 0.0
         raise
+    except DatabaseError:  # one row the database cannot take (a constraint, bad data)
+        rows = [_write_alone(record) for record in records]
     return _WrittenBatch(rows=rows, feed_watched=live.feed_watched())
 
 
 def _write_alone(record: audit.ToolCallRecord) -> ToolCall | None:
     """One row of a batch the database refused as a whole (say its tenant was deleted while
-    the call ran): retrying cannot fix such a row, and it must not hold back the others."""
+    the call ran, or a value it cannot store): retrying cannot fix such a row, and it must
+    not hold back the other tenants' rows. A lost connection still fails the whole batch."""
     try:
         return audit.tool_calls_record([record])[0]
-    except IntegrityError as exc:
+    except (InterfaceError, OperationalError):
+        raise
+    except DatabaseError as exc:
         audit.tool_call_not_recorded(record, exc)
         return None
