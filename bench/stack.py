@@ -1,13 +1,12 @@
-"""The processes `make bench` measures and the counters it reads from them.
+"""The processes `make bench` measures: OpenBao, the simulator and the uvicorn-served targets.
 
-OpenBao, the simulator, the bench database and the uvicorn-served targets are started here on
-loopback ports and stopped by `Stack.close`. Everything the control plane needs is seeded
-through its operator commands (manage.py), as an operator would.
+They are started here on loopback ports and stopped by `Stack.close`, which also drops the
+bench database. Everything the control plane needs is seeded through its operator commands
+(manage.py), as an operator would.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -15,11 +14,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
+from bench.database import BenchDatabase
 from devtools.devstack import (
     ManagedProcess,
     bao_executable,
@@ -32,6 +31,14 @@ from devtools.devstack import (
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KV_MOUNT = "secret"
+
+BARE_APP = "bench.bare_server:application"
+CONTROL_APP = "controlplane.asgi:application"
+# The serving command measured for (b) and (c): the README's `uvicorn ... --workers N` with
+# the event loop and HTTP parser named, so a missing uvloop fails at start instead of silently
+# falling back to asyncio (which has the delayed-ACK multi-worker floor the asyncio row shows).
+SERVING = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "on"]
+ASYNCIO_SERVING = ["--loop", "asyncio", "--http", "httptools", "--lifespan", "on"]
 
 
 def spawn(
@@ -71,176 +78,6 @@ def start_openbao_with_audit(log_dir: Path) -> tuple[ManagedProcess, Path]:
     )
     wait_until_ready(managed, f"{managed.url}/v1/sys/health")
     return managed, audit_log
-
-
-def vault_reads(audit_log: Path, secret_path: str, offset: int) -> tuple[int, int]:
-    """Read requests on `secret_path` logged after byte `offset`; returns (reads, new offset)."""
-    if not audit_log.exists():
-        return 0, offset
-    with audit_log.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    reads = 0
-    for line in complete.splitlines():
-        entry = json.loads(line)
-        request = entry.get("request") or {}
-        if (
-            entry.get("type") == "request"
-            and request.get("operation") == "read"
-            and request.get("path") == secret_path
-        ):
-            reads += 1
-    return reads, offset + len(complete)
-
-
-def audit_log_size(audit_log: Path) -> int:
-    return audit_log.stat().st_size if audit_log.exists() else 0
-
-
-@dataclass
-class BenchDatabase:
-    """A dedicated database: `bench_<pid>` on the PostgreSQL of DATABASE_URL, or SQLite."""
-
-    url: str
-    vendor: str
-    name: str
-    admin_url: str = ""
-
-    @classmethod
-    def create(cls, base_url: str, log_dir: Path) -> BenchDatabase:
-        if not base_url.startswith(("postgres://", "postgresql://", "pgsql://")):
-            path = log_dir / "bench.sqlite3"
-            return cls(url=f"sqlite:///{path}", vendor="sqlite", name=str(path))
-        import psycopg
-
-        name = f"bench_{os.getpid()}"
-        parts = urlsplit(base_url)
-        admin_url = urlunsplit(parts._replace(scheme="postgresql"))
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = urlunsplit(parts._replace(path=f"/{name}"))
-        return cls(url=url, vendor="postgresql", name=name, admin_url=admin_url)
-
-    def url_through(self, host: str, port: int) -> str:
-        """This database's URL with the server address replaced (for the wire counter)."""
-        parts = urlsplit(self.url)
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + f"{host}:{port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-
-    def address(self) -> tuple[str, int]:
-        parts = urlsplit(self.url)
-        return parts.hostname or "127.0.0.1", parts.port or 5432
-
-    def drop(self) -> None:
-        if self.vendor != "postgresql":
-            return
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self.vendor == "postgresql":
-            import psycopg
-
-            admin = urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{self.name}"))
-            with psycopg.connect(admin, autocommit=True) as conn:
-                return list(conn.execute(sql, params).fetchall())
-        import sqlite3
-
-        with sqlite3.connect(self.name, timeout=20) as conn:
-            return list(conn.execute(sql, params).fetchall())
-
-    def tool_call_outcomes(self) -> dict[str, int]:
-        rows = self._query("SELECT outcome, COUNT(*) FROM controlplane_toolcall GROUP BY outcome")
-        return {str(outcome): int(count) for outcome, count in rows}
-
-    def server_counters(self) -> dict[str, int] | None:
-        """PostgreSQL's own counters for this database (transactions, sessions opened)."""
-        if self.vendor != "postgresql":
-            return None
-        rows = self._query(
-            "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = %s",
-            (self.name,),
-        )
-        # This query is itself one transaction and one session on the bench database.
-        return {"transactions": int(rows[0][0]), "sessions": int(rows[0][1])}
-
-
-def redis_counters(redis_url: str) -> dict[str, int] | None:
-    """Server-wide Redis counters: commands processed and connections accepted so far."""
-    if not redis_url:
-        return None
-    import redis
-
-    info = redis.Redis.from_url(redis_url, socket_timeout=3).info("stats")
-    return {
-        "commands": int(info["total_commands_processed"]),
-        "connections": int(info["total_connections_received"]),
-    }
-
-
-def _machine_busy_ticks() -> int:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields[:8]) - fields[3] - fields[4]  # all but idle, iowait and guest
-
-
-def _process_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _pids_named(*needles: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if any(needle.encode() in cmdline for needle in needles):
-                pids.append(int(entry.name))
-    return pids
-
-
-class ForeignLoad:
-    """How much CPU processes that are not part of the bench used during a measurement.
-
-    The bench's own processes are the servers and simulator it started, its load generator
-    (a waited-for child), the PostgreSQL backends of the bench database and redis-server. The
-    rest of the machine's busy time is someone else's: a number well above zero means the
-    row was measured on a shared, busy machine.
-    """
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-
-    def _ours(self) -> int:
-        pids = {os.getpid(), self.stack.simulator.process.pid, self.stack.openbao.process.pid}
-        for server in self.stack.processes:
-            pids.add(server.process.process.pid)
-            pids.update(server.workers())
-        pids.update(_pids_named(f"postgres: 15/main: postgres {self.stack.database.name}"))
-        pids.update(_pids_named(f"postgres: postgres {self.stack.database.name}"))
-        pids.update(_pids_named("redis-server"))
-        children = os.times()
-        own = int((children.children_user + children.children_system) * os.sysconf("SC_CLK_TCK"))
-        return own + sum(_process_ticks(pid) for pid in pids)
-
-    def start(self) -> tuple[float, int, int]:
-        return time.monotonic(), _machine_busy_ticks(), self._ours()
-
-    def stop(self, started: tuple[float, int, int]) -> float:
-        """Foreign CPU since `started`, in percent of one core."""
-        began, busy, ours = started
-        elapsed = max(time.monotonic() - began, 1e-3)
-        foreign = (_machine_busy_ticks() - busy) - (self._ours() - ours)
-        return max(foreign, 0) / os.sysconf("SC_CLK_TCK") / elapsed * 100
 
 
 @dataclass
