@@ -45,6 +45,15 @@ class UpstreamError(ApplicationError):
         self.status = status
 
 
+class QontakPaused(ApplicationError):
+    """The tenant's requests to Qontak are paused (Retry-After, or repeated failures);
+    `retry_after` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ToolDenied(ApplicationError):
     """The tool policy does not let this key use this tool."""
 

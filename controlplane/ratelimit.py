@@ -29,7 +29,8 @@ from django_ratelimit.core import (
 )
 from redis.exceptions import RedisError
 
-from controlplane.errors import CountersUnavailable
+from controlplane.backoff import Pause, local_pause, pause_key
+from controlplane.errors import CountersUnavailable, QontakPaused
 from controlplane.policies import RateRule, TenantPolicy
 from controlplane.redis import redis_link
 
@@ -73,15 +74,25 @@ class Window:
 
 
 # Count each window in order, and stop at the first one past its limit (as a loop over
-# get_usage would): returns that window's 1-based position, or 0 when all admit the call.
+# get_usage would). Before the window at position ARGV[#ARGV] (0: none), check the tenant's
+# Qontak pause, the last key. Returns {0} when every window admits the call, {i} for the
+# first window past its limit, or {-1, milliseconds left, reason} when Qontak is paused.
 COUNT_WINDOWS_LUA = """
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
-  if redis.call('INCR', key) > tonumber(ARGV[2 * i - 1]) then
-    return i
+local windows = (#ARGV - 1) / 2
+local gate = tonumber(ARGV[#ARGV])
+for i = 1, windows do
+  if i == gate then
+    local left = redis.call('PTTL', KEYS[windows + 1])
+    if left > 0 then
+      return {-1, left, redis.call('GET', KEYS[windows + 1]) or ''}
+    end
+  end
+  redis.call('SET', KEYS[i], 0, 'EX', ARGV[2 * i], 'NX')
+  if redis.call('INCR', KEYS[i]) > tonumber(ARGV[2 * i - 1]) then
+    return {i}
   end
 end
-return 0
+return {0}
 """
 
 
@@ -92,17 +103,21 @@ def _counter_key(group: str, rate: str, subject: str, ends_at: int) -> str:
     return cache.make_key(_make_cache_key(group, ends_at, rate, subject, ""))
 
 
-async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
+async def _count_on_redis(
+    windows: Sequence[Window], gate: int, tenant_slug: str
+) -> Window | Pause | None:
     link = redis_link()
     assert link is not None
     keys: list[str] = []
-    limits_and_ttls: list[int] = []
+    arguments: list[int] = []
     for window in windows:
         limit, period = window.limit_and_period
         keys.append(_counter_key(window.group, window.rate, window.subject, window.ends_at()))
-        limits_and_ttls += [limit, period + EXPIRATION_FUDGE]
+        arguments += [limit, period + EXPIRATION_FUDGE]
+    if gate:
+        keys.append(pause_key(tenant_slug))
     try:
-        exceeded = int(await link.run_script(COUNT_WINDOWS_LUA, keys, limits_and_ttls))
+        reply = await link.run_script(COUNT_WINDOWS_LUA, keys, [*arguments, gate])
     except RedisError:
         logger.warning(
             "rate-limit counters unreachable",
@@ -112,11 +127,18 @@ async def _count_on_redis(windows: Sequence[Window]) -> Window | None:
         raise CountersUnavailable(
             "the control plane cannot reach its rate-limit counters (Redis); retry shortly"
         ) from None
-    return windows[exceeded - 1] if exceeded else None
+    position = int(reply[0])
+    if position < 0:
+        return Pause(seconds=int(reply[1]) / 1000, reason=reply[2].decode())
+    return windows[position - 1] if position else None
 
 
-def _count_in_memory(windows: Sequence[Window]) -> Window | None:
-    for window in windows:
+def _count_in_memory(
+    windows: Sequence[Window], gate: int, tenant_slug: str
+) -> Window | Pause | None:
+    for position, window in enumerate(windows, start=1):
+        if position == gate and (pause := local_pause(tenant_slug)) is not None:
+            return pause
         usage = get_usage(
             None,
             group=window.group,
@@ -129,13 +151,19 @@ def _count_in_memory(windows: Sequence[Window]) -> Window | None:
     return None
 
 
-async def _count(windows: Sequence[Window]) -> RateLimitHit | None:
-    """Count one event in every window; the hit for the first window past its limit."""
+async def _count(
+    windows: Sequence[Window], *, gate: int = 0, tenant_slug: str = ""
+) -> RateLimitHit | None:
+    """Count one event in every window; the hit for the first window past its limit. Before
+    the window at position `gate` (the Qontak ceiling), the tenant's Qontak pause is checked:
+    raises QontakPaused, and that window and the ones after it are not counted."""
     if redis_link() is not None:
-        exceeded = await _count_on_redis(windows)
+        outcome = await _count_on_redis(windows, gate, tenant_slug)
     else:
-        exceeded = _count_in_memory(windows)
-    return None if exceeded is None else exceeded.exceeded()
+        outcome = _count_in_memory(windows, gate, tenant_slug)
+    if isinstance(outcome, Pause):
+        raise QontakPaused(outcome.message, retry_after=max(round(outcome.seconds), 1))
+    return None if outcome is None else outcome.exceeded()
 
 
 def _rate_windows(
@@ -183,12 +211,14 @@ async def admit_call(
     Every authenticated call counts, refused or not; `tool` is "" for a name that is no tool,
     so invented names count against the all-tools limits only. Counters live in the shared
     cache (Redis in production), so the limits hold across workers and hosts. Raises
-    CountersUnavailable when Redis cannot be reached.
+    CountersUnavailable when Redis cannot be reached, and QontakPaused when the call would
+    reach Qontak while the tenant's requests are paused (controlplane.backoff).
     """
     windows = _rate_windows(policy, tenant_slug=tenant_slug, key_prefix=key_prefix, tool=tool)
-    if reaches_qontak:
-        windows.append(_qontak_window(policy, tenant_slug=tenant_slug))
-    return await _count(windows)
+    if not reaches_qontak:
+        return await _count(windows)
+    windows.append(_qontak_window(policy, tenant_slug=tenant_slug))
+    return await _count(windows, gate=len(windows), tenant_slug=tenant_slug)
 
 
 LISTING_SCOPE = "tools/list requests of this API key"
@@ -209,5 +239,8 @@ async def admit_listing(*, key_prefix: str) -> RateLimitHit | None:
 
 
 async def admit_qontak_retry(*, policy: TenantPolicy, tenant_slug: str) -> RateLimitHit | None:
-    """Count one more request to Qontak (a retry) against the tenant's ceiling."""
-    return await _count([_qontak_window(policy, tenant_slug=tenant_slug)])
+    """Count one more request to Qontak (a retry) against the tenant's ceiling; raises
+    QontakPaused when the tenant's requests are paused (controlplane.backoff)."""
+    return await _count(
+        [_qontak_window(policy, tenant_slug=tenant_slug)], gate=1, tenant_slug=tenant_slug
+    )

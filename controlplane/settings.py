@@ -143,6 +143,8 @@ VAULT_TIMEOUT = env.float("VAULT_TIMEOUT", default=5.0)
 
 QONTAK_BASE_URL = env.str("QONTAK_BASE_URL", default="https://app.qontak.com")
 QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
+# One deadline per tool call, covering the token, every attempt and the waits between them.
+TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)
 
 # API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear.
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=SECRET_KEY)

@@ -19,15 +19,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, metrics, policies, ratelimit, tokens
+from controlplane import audit, backoff, metrics, policies, ratelimit, tokens
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
     CredentialMissing,
     CredentialUnavailable,
     InvalidInput,
+    QontakPaused,
     RateLimited,
     ReauthorizationRequired,
     ToolDenied,
@@ -36,8 +38,14 @@ from controlplane.errors import (
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_qontak_base_url
 from mcpserver import audit_writer
-from qontak.client import QontakResponse, TransportFailure, qontak_request
-from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
+from qontak.client import (
+    DeadlineExceeded,
+    FailedAttempt,
+    QontakResponse,
+    TransportFailure,
+    qontak_request,
+)
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
 from qontak.errors import upstream_error_message
 
 logger = logging.getLogger(__name__)
@@ -97,6 +105,7 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (RateLimited, ToolCall.Outcome.RATE_LIMITED),
     (InvalidInput, ToolCall.Outcome.INVALID_INPUT),
     (UpstreamError, ToolCall.Outcome.UPSTREAM_ERROR),
+    (QontakPaused, ToolCall.Outcome.UPSTREAM_ERROR),
     (CredentialUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CountersUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CredentialMissing, ToolCall.Outcome.UNAVAILABLE),
@@ -175,42 +184,86 @@ async def _admit(
 
 
 async def _send(
-    caller: Caller, policy: policies.TenantPolicy, endpoint: Endpoint, data: BaseModel
+    caller: Caller,
+    policy: policies.TenantPolicy,
+    endpoint: Endpoint,
+    data: BaseModel,
+    deadline: float,
 ) -> QontakResponse:
-    """The Qontak request, with one refresh-and-retry on 401; every retry counts against
-    the tenant's Qontak ceiling, the first request was counted at admission."""
+    """The Qontak request, with one refresh-and-retry on 401, within the call's deadline.
+
+    Every retry counts against the tenant's Qontak ceiling (the first request was counted at
+    admission) and stops when the tenant's requests are paused; every failed attempt counts
+    towards that pause (controlplane.backoff).
+    """
     path, params, body = endpoint.request_parts(data)
+    slug = caller.tenant.slug
 
     async def count_retry() -> None:
-        hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
+        hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=slug)
         if hit is not None:
             raise RateLimited(hit.message, retry_after=hit.retry_after)
+
+    async def before_retry(failure: FailedAttempt) -> None:
+        await backoff.attempt_failed(
+            tenant_slug=slug, status=failure.status, retry_after=failure.retry_after
+        )
+        await count_retry()
 
     async def attempt(token: str) -> QontakResponse:
         return await qontak_request(
             base_url=tenant_qontak_base_url(caller.tenant),
-            access_token=token,
+            headers={"Authorization": f"Bearer {token}"},
             method=endpoint.method,
             path=path,
+            deadline=deadline,
             params=params,
             json_body=body,
-            before_retry=count_retry,
+            before_retry=before_retry,
         )
 
-    token = await tokens.access_token(tenant=caller.tenant)
     try:
-        response = await attempt(token)
-        if response.status == 401:
-            await count_retry()
-            response = await attempt(
-                await tokens.access_token(tenant=caller.tenant, stale_token=token)
-            )
+        async with asyncio.timeout_at(deadline):
+            token = await tokens.access_token(tenant=caller.tenant)
+            response = await attempt(token)
+            if response.status == 401:
+                await count_retry()
+                response = await attempt(
+                    await tokens.access_token(tenant=caller.tenant, stale_token=token)
+                )
+    except (DeadlineExceeded, TimeoutError):
+        await backoff.attempt_failed(tenant_slug=slug, status=None, retry_after=None)
+        seconds = settings.TOOL_CALL_DEADLINE
+        raise UpstreamError(
+            f"Qontak did not answer within {seconds:g} s: it is slow right now. "
+            + _retry_advice(endpoint, "Retry in a minute.")
+        ) from None
     except TransportFailure as exc:
-        raise UpstreamError(str(exc)) from exc
+        await backoff.attempt_failed(tenant_slug=slug, status=None, retry_after=None)
+        raise UpstreamError(
+            f"{exc}. " + _retry_advice(endpoint, "Retry in a few seconds.")
+        ) from exc
+    if response.status == 429 or response.status >= 500:
+        await backoff.attempt_failed(
+            tenant_slug=slug, status=response.status, retry_after=response.retry_after
+        )
+    else:
+        await backoff.attempt_succeeded(tenant_slug=slug)
     if response.status >= 400:
         message = upstream_error_message(endpoint, response, path)
         raise UpstreamError(message, status=response.status)
     return response
+
+
+def _retry_advice(endpoint: Endpoint, advice: str) -> str:
+    """What to do after Qontak did not answer: a create may have happened all the same."""
+    if endpoint.kind is not Kind.CREATE:
+        return advice
+    resource = endpoint.resource
+    return (
+        f"The {resource.noun} may have been created anyway: check with {resource.list_tool} "
+        "before retrying."
+    )
 
 
 def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) -> Completed:
@@ -248,7 +301,9 @@ def _screened(
     return endpoint, _validated_input(endpoint, arguments)
 
 
-async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]) -> Completed:
+async def _enforce_and_call(
+    caller: Caller, tool: str, arguments: dict[str, Any], deadline: float
+) -> Completed:
     """Every call is counted against the rate limits before its refusal, if any, is answered:
     unknown tools, denied tools and invalid arguments cost the caller as much as a call."""
     policy = await _policy(caller)
@@ -259,7 +314,7 @@ async def _enforce_and_call(caller: Caller, tool: str, arguments: dict[str, Any]
         await _admit(policy, caller, counted_as, reaches_qontak=False)
         raise
     await _admit(policy, caller, tool, reaches_qontak=True)
-    response = await _send(caller, policy, endpoint, data)
+    response = await _send(caller, policy, endpoint, data, deadline)
     return _completed(endpoint, data, response)
 
 
@@ -270,7 +325,8 @@ async def run_tool_call(
     started = time.perf_counter()
     arguments = arguments or {}
     try:
-        completed = await _enforce_and_call(caller, tool, arguments)
+        deadline = asyncio.get_running_loop().time() + settings.TOOL_CALL_DEADLINE
+        completed = await _enforce_and_call(caller, tool, arguments, deadline)
     except ApplicationError as exc:
         outcome = next(
             (o for kind, o in OUTCOME_BY_ERROR if isinstance(exc, kind)),

@@ -1,7 +1,10 @@
 """The async HTTP client for Qontak's REST API: one pooled connection pool per process.
 
-Idempotent requests (GET, PUT, DELETE) are retried with backoff on 429 and 502/503/504,
-honouring Retry-After up to a bound; POST is never retried, so a create cannot happen twice.
+Every request has a deadline (the tool call's), which bounds its attempts and the waits
+between them. Idempotent requests (GET, PUT, DELETE) are retried with backoff on 429 and
+502/503/504, honouring Retry-After, and on a connection reset; any request is retried when the
+connection could not even be opened (nothing was sent). POST is otherwise never retried, so a
+create cannot happen twice.
 """
 
 from __future__ import annotations
@@ -20,17 +23,34 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 MAX_RETRIES = 2
-MAX_RETRY_WAIT = 5.0
+# Nothing was sent: safe to retry whatever the method.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# The request may have reached Qontak: retried only when repeating it is harmless.
+CUT_OFF = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 @dataclass(frozen=True)
 class QontakResponse:
     status: int
     payload: Any
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One attempt that did not get a usable answer: its status, or None if Qontak could not
+    be reached, and the wait Qontak asked for (Retry-After), if any."""
+
+    status: int | None
+    retry_after: float | None
 
 
 class TransportFailure(Exception):
-    """Qontak could not be reached at all (connection refused, timeout, TLS)."""
+    """Qontak could not be reached (connection refused or reset, timeout, TLS)."""
+
+
+class DeadlineExceeded(Exception):
+    """The call's deadline passed before Qontak answered usefully."""
 
 
 _client: httpx.AsyncClient | None = None
@@ -54,56 +74,98 @@ async def close_client() -> None:
         _client = None
 
 
-def _retry_wait(response: httpx.Response, attempt: int) -> float:
-    header = response.headers.get("Retry-After", "")
+def retry_after_seconds(response: httpx.Response) -> float | None:
     try:
-        wait = float(header)
+        return max(float(response.headers.get("Retry-After", "")), 0.0)
     except ValueError:
-        wait = 0.25 * 2**attempt
-    return min(max(wait, 0.0), MAX_RETRY_WAIT)
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return 0.25 * 2**attempt
+
+
+def _retryable_failure(method: str, exc: httpx.HTTPError) -> bool:
+    return isinstance(exc, NOT_SENT) or (method in IDEMPOTENT_METHODS and isinstance(exc, CUT_OFF))
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "it did not answer in time"
+    if isinstance(exc, NOT_SENT):
+        return "the connection was refused"
+    if isinstance(exc, CUT_OFF):
+        return "the connection was reset"
+    return type(exc).__name__
 
 
 async def qontak_request(
     *,
     base_url: str,
-    access_token: str,
+    headers: dict[str, str],
     method: str,
     path: str,
+    deadline: float,
     params: dict[str, Any] | None = None,
     json_body: Any = None,
-    before_retry: Callable[[], Awaitable[None]] | None = None,
+    before_retry: Callable[[FailedAttempt], Awaitable[None]] | None = None,
 ) -> QontakResponse:
     """Send one API request; returns whatever status Qontak answered (errors included).
 
-    `before_retry` runs before each retry and may raise to stop retrying (quota ceilings).
+    `deadline` is in the running loop's clock (`loop.time()`); DeadlineExceeded is raised
+    when it passes first. `before_retry` sees each failed attempt before it is retried and
+    may raise to stop (quota ceilings, a tenant-wide backoff). Raises TransportFailure when
+    Qontak cannot be reached and the request cannot or may not be retried.
     """
+    loop = asyncio.get_running_loop()
     url = base_url.rstrip("/") + path
-    headers = {"Authorization": f"Bearer {access_token}"}
     attempt = 0
     while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise DeadlineExceeded
+        failure: FailedAttempt | None = None
         try:
             response = await _http().request(
-                method, url, params=params, json=json_body, headers=headers
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=headers,
+                timeout=min(settings.QONTAK_TIMEOUT, remaining),
             )
         except httpx.HTTPError as exc:
-            raise TransportFailure(f"cannot reach Qontak: {type(exc).__name__}") from exc
-        retryable = method in IDEMPOTENT_METHODS and response.status_code in RETRY_STATUSES
-        if not retryable or attempt >= MAX_RETRIES:
-            break
-        wait = _retry_wait(response, attempt)
+            if loop.time() >= deadline:
+                raise DeadlineExceeded from exc
+            if not _retryable_failure(method, exc) or attempt >= MAX_RETRIES:
+                raise TransportFailure(f"cannot reach Qontak: {_describe(exc)}") from exc
+            failure = FailedAttempt(status=None, retry_after=None)
+            wait = _backoff(attempt)
+        else:
+            retry_after = retry_after_seconds(response)
+            retryable = method in IDEMPOTENT_METHODS and response.status_code in RETRY_STATUSES
+            if not retryable or attempt >= MAX_RETRIES:
+                return _answer(response, retry_after)
+            failure = FailedAttempt(status=response.status_code, retry_after=retry_after)
+            wait = retry_after if retry_after is not None else _backoff(attempt)
+            if loop.time() + wait >= deadline:  # waiting would outlast the call: answer now
+                return _answer(response, retry_after)
         logger.info(
             "qontak_retry status=%s wait=%.2fs path=%s",
-            response.status_code,
+            failure.status,
             wait,
             path,
-            extra={"event": "qontak_retry", "status": response.status_code},
+            extra={"event": "qontak_retry", "status": failure.status},
         )
-        await asyncio.sleep(wait)
         if before_retry is not None:
-            await before_retry()
+            await before_retry(failure)
+        await asyncio.sleep(wait)
         attempt += 1
+
+
+def _answer(response: httpx.Response, retry_after: float | None) -> QontakResponse:
     try:
         payload: Any = response.json()
     except ValueError:
         payload = {"raw": response.text[:2000]}
-    return QontakResponse(status=response.status_code, payload=payload)
+    return QontakResponse(status=response.status_code, payload=payload, retry_after=retry_after)

@@ -211,6 +211,14 @@ def control_plane(
     server.process.stop()
 
 
+@pytest.fixture
+def own_simulator(log_dir: Path) -> Iterator[ManagedProcess]:
+    """A simulator of this test's own, so its faults and token lifetime touch nobody else."""
+    server = start_simulator(log_dir)
+    yield server
+    server.stop()
+
+
 @dataclass
 class TenantWithKey:
     tenant: Any

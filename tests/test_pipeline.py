@@ -49,7 +49,7 @@ def test_unknown_denied_and_invalid_calls_count_against_the_rate_limit():
 def test_invented_tool_names_share_one_metrics_series():
     caller = in_process_caller("names", "req-names")
     _calls(caller, [(f"invented_{n}", {}) for n in range(3)])
-    exposed = metrics.TOOL_CALLS.collect()[0].samples
+    exposed = next(iter(metrics.TOOL_CALLS.collect())).samples
     tools = {sample.labels["tool"] for sample in exposed}
     assert "unknown" in tools
     assert not [tool for tool in tools if tool.startswith("invented_")]

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from controlplane import tokens, vault
 from controlplane.models import QontakCredential
-from devtools.devstack import ManagedProcess, SealedVault, free_port, start_simulator
+from devtools.devstack import SealedVault, free_port, start_simulator
 from tests.conftest import (
     ControlPlaneServer,
     _test_database_url,
@@ -60,14 +59,6 @@ def test_warm_tool_calls_make_no_vault_request(control_plane, make_tenant, openb
     results = with_mcp(control_plane.mcp_url, demo.key, "2026-07-28", calls)
     assert not any(result.is_error for result in results)
     assert vault_reads(openbao, demo.tenant.slug) == before
-
-
-@pytest.fixture
-def own_simulator(log_dir: Path) -> Iterator[ManagedProcess]:
-    """A simulator of this test's own, so its faults and token lifetime touch nobody else."""
-    server = start_simulator(log_dir)
-    yield server
-    server.stop()
 
 
 def test_a_qontak_401_triggers_one_refresh_and_one_retry_never_a_loop(

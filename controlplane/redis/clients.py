@@ -42,7 +42,7 @@ class SharedRedisCache(RedisCache):
 # A short timeout: a call waits for Redis on its own path, and a dead Redis must fail fast.
 REDIS_TIMEOUT_SECONDS = 2.0
 
-_sync_client: redis.Redis | None = None
+_sync_client: tuple[str, redis.Redis] | None = None
 # An asyncio connection belongs to the loop that opened it: one link per running loop.
 _links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisLink] = (
     weakref.WeakKeyDictionary()
@@ -50,18 +50,23 @@ _links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisLink] = (
 
 
 def sync_redis() -> redis.Redis | None:
-    """The process's blocking client for the shared Redis, or None without REDIS_URL."""
+    """The process's blocking client for the shared Redis, or None without REDIS_URL. Its
+    socket timeouts bound every command, so a stalled Redis cannot hold a thread."""
     global _sync_client
-    if not settings.REDIS_URL:
+    url = settings.REDIS_URL
+    if not url:
         return None
     with _clients_lock:
-        if _sync_client is None:
-            _sync_client = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        if _sync_client is None or _sync_client[0] != url:
+            _sync_client = (
+                url,
+                redis.Redis.from_url(
+                    url,
+                    socket_timeout=REDIS_TIMEOUT_SECONDS,
+                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                ),
             )
-        return _sync_client
+        return _sync_client[1]
 
 
 def redis_link() -> RedisLink | None:

@@ -85,7 +85,7 @@ class RedisLink:
             raise ResponseError(str(reply))
         return reply
 
-    async def run_script(self, source: str, keys: list[str], args: list[int]) -> Any:
+    async def run_script(self, source: str, keys: list[str], args: list[int | str]) -> Any:
         """Run a Lua script by its SHA1 (EVALSHA); a Redis that lost its script cache, say
         after a restart, gets the source once (EVAL caches it again)."""
         sha = _script_sha(source)

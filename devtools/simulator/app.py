@@ -22,7 +22,7 @@ from devtools.simulator.collection import API_PREFIX
 from devtools.simulator.envelope import ApiError
 from devtools.simulator.handlers import HANDLERS, Call
 from devtools.simulator.oauth import token_account, token_response
-from devtools.simulator.state import RecordedRequest, SimulatorState
+from devtools.simulator.state import FailRule, RecordedRequest, SimulatorState
 
 UNAUTHORIZED_MESSAGE = "The access token is invalid or has expired"
 INJECTED_MESSAGE = "Failure injected by the simulator (POST /_simulator/faults)"
@@ -44,13 +44,22 @@ def _unauthorized() -> ApiError:
     )
 
 
-def _injected(status: int) -> ApiError:
+def _injected(rule: FailRule) -> ApiError:
     """The error a real outage or rate limit would produce, in Qontak's envelope."""
-    if status == 401:
+    if rule.status == 401:
         return _unauthorized()
-    headers = {"Retry-After": "1"} if status == 429 else {}
-    code = "too_many_requests" if status == 429 else "simulated_failure"
-    return ApiError(status, code, INJECTED_MESSAGE, headers=headers)
+    headers = {"Retry-After": str(rule.retry_after)} if rule.status == 429 else {}
+    code = "too_many_requests" if rule.status == 429 else "simulated_failure"
+    return ApiError(rule.status, code, INJECTED_MESSAGE, headers=headers)
+
+
+class _DroppedConnection(Response):
+    """Starts an answer and fails mid-way: the server closes the connection, as a reset or a
+    crashing proxy would, and the client sees the response cut off."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise ConnectionResetError("simulated connection reset")
 
 
 def _bearer(request: Request) -> str:
@@ -125,9 +134,11 @@ async def serve(request: Request) -> Response:
         if state.latency_ms:
             await anyio.sleep(state.latency_ms / 1000)
         injected = state.take_failure(path)
-        if injected is not None:
+        if injected is not None and injected.reset:
+            status, payload = 0, None
+        elif injected is not None:
             raise _injected(injected)
-        if is_token and resolution.route is not None:
+        elif is_token and resolution.route is not None:
             status, payload = token_response(state, params)
         elif is_token:
             raise ApiError(
@@ -151,6 +162,8 @@ async def serve(request: Request) -> Response:
             status=status,
         )
     )
+    if status == 0:
+        return _DroppedConnection()
     return JSONResponse(payload, status_code=status, headers=headers)
 
 

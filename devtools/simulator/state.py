@@ -73,11 +73,14 @@ class RecordedRequest:
 
 @dataclass
 class FailRule:
-    """Answer the next ``remaining`` requests under ``path_prefix`` with ``status``."""
+    """Answer the next ``remaining`` requests under ``path_prefix`` with ``status`` (a 429
+    carries ``retry_after`` seconds), or drop the connection mid-answer when ``reset``."""
 
     status: int
     remaining: int
     path_prefix: str = "/api/"
+    retry_after: int = 1
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,15 +283,15 @@ class SimulatorState:
         with self.lock:
             self.fail_rules.append(FailRule(status, count, path_prefix))
 
-    def take_failure(self, path: str) -> int | None:
-        """Consume one injected failure matching ``path``, returning its status."""
+    def take_failure(self, path: str) -> FailRule | None:
+        """Consume one injected failure matching ``path``."""
         with self.lock:
             for rule in self.fail_rules:
                 if path.startswith(rule.path_prefix) and rule.remaining > 0:
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self.fail_rules.remove(rule)
-                    return rule.status
+                    return rule
             return None
 
     def apply_faults(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,11 +310,20 @@ class SimulatorState:
             spec = payload["fail_next"]
             if not isinstance(spec, Mapping):
                 raise ValueError("fail_next must be an object")
-            status = _int_field(spec, "status", 0, 100)
+            reset = spec.get("reset") is True
+            status = 0 if reset else _int_field(spec, "status", 0, 100)
             prefix = spec.get("path_prefix", "/api/")
             if status > 599 or not isinstance(prefix, str):
-                raise ValueError("fail_next needs an HTTP status and a string path_prefix")
-            rule = FailRule(status, _int_field(spec, "count", 1, 1), prefix)
+                raise ValueError(
+                    "fail_next needs an HTTP status (or reset: true) and a string path_prefix"
+                )
+            rule = FailRule(
+                status,
+                _int_field(spec, "count", 1, 1),
+                prefix,
+                retry_after=_int_field(spec, "retry_after", 1, 0),
+                reset=reset,
+            )
         revoke = payload.get("revoke_refresh_token")
         with self.lock:
             if revoke is not None and str(revoke) not in self.accounts:
