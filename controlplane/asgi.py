@@ -26,7 +26,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from controlplane.routing import websocket_urlpatterns  # noqa: E402
+from controlplane.operator.routing import websocket_urlpatterns  # noqa: E402
 from mcpserver.server import lifespan, mcp_endpoint  # noqa: E402
 
 MCP_PATH = "/mcp"

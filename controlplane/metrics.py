@@ -6,6 +6,7 @@ every worker) so /metrics aggregates all of them; without it each worker reports
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 
@@ -39,10 +40,13 @@ AUDIT_WRITE_FAILURES = Counter(
 )
 
 
-def _client_allowed(request: HttpRequest) -> bool:
+def may_read_operations(request: HttpRequest) -> bool:
+    """Whether the client may read operational detail (/metrics, /readyz's checks): the
+    metrics token when one is set (compared in constant time), else an allowed network."""
     token = settings.METRICS_TOKEN
     if token:
-        return request.headers.get("Authorization", "") == f"Bearer {token}"
+        sent = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(sent, f"Bearer {token}".encode())
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
@@ -52,7 +56,7 @@ def _client_allowed(request: HttpRequest) -> bool:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """/metrics for Prometheus: a bearer token (METRICS_TOKEN) or an allowed source network."""
-    if not _client_allowed(request):
+    if not may_read_operations(request):
         return HttpResponse("metrics are not available to this client\n", status=403)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

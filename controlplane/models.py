@@ -6,11 +6,13 @@ and API keys are kept as HMAC digests.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 RATE_PATTERN = r"^[1-9][0-9]*/[smhd]$"
@@ -77,6 +79,34 @@ class QontakCredential(models.Model):
         return f"{self.vault_mount}/{self.vault_path}"
 
 
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    """Where the rule for a usable key is written once: not revoked and not expired.
+
+    Whether its tenant is active is a separate check, made by tenants.api_key_usable: a key's
+    state is its own, and reactivating a tenant brings its usable keys back.
+    """
+
+    @staticmethod
+    def usable_q(now: datetime, *, via: str = "") -> Q:
+        """The rule as a filter; `via` is the path to the keys from the queried model (e.g.
+        "api_keys" to count a tenant's usable keys)."""
+        lookup = f"{via}__" if via else ""
+        return Q(**{f"{lookup}revoked_at__isnull": True}) & (
+            Q(**{f"{lookup}expires_at__isnull": True}) | Q(**{f"{lookup}expires_at__gt": now})
+        )
+
+    @staticmethod
+    def expired_q(now: datetime) -> Q:
+        """Not revoked but past expires_at: the keys neither usable nor revoked."""
+        return Q(revoked_at__isnull=True, expires_at__lte=now)
+
+    def usable(self, now: datetime) -> ApiKeyQuerySet:
+        return self.filter(self.usable_q(now))
+
+    def expired(self, now: datetime) -> ApiKeyQuerySet:
+        return self.filter(self.expired_q(now))
+
+
 class ApiKey(models.Model):
     """A bearer key an assistant presents to /mcp; only its HMAC digest is stored."""
 
@@ -95,6 +125,8 @@ class ApiKey(models.Model):
         help_text="Read-only preset: only tools annotated readOnlyHint are listed and callable.",
     )
 
+    objects = ApiKeyQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
@@ -104,6 +136,8 @@ class ApiKey(models.Model):
 
     @property
     def is_usable(self) -> bool:
+        """ApiKeyQuerySet.usable_q evaluated on this row, without a query: every MCP request
+        checks it. Keep the two in step."""
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 

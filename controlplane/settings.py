@@ -149,6 +149,9 @@ TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)
 # API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear.
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=SECRET_KEY)
 MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=1_000_000)
+# Unknown API keys one client address may present per minute (and worker) before its further
+# unknown keys are refused with 429 without a database query.
+AUTH_FAILURES_PER_ADDRESS = env.int("AUTH_FAILURES_PER_ADDRESS", default=20)
 DEFAULT_RATE_LIMIT = env.str("DEFAULT_RATE_LIMIT", default="120/m")
 # Requests sent to one tenant's Qontak account (retries included), to protect its quota.
 QONTAK_REQUEST_CEILING = env.str("QONTAK_REQUEST_CEILING", default="600/m")
@@ -206,7 +209,7 @@ X_FRAME_OPTIONS = "DENY"
 # HSTS is only sent on HTTPS requests: behind a TLS proxy, trust its X-Forwarded-Proto.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

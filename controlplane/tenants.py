@@ -3,25 +3,39 @@ the key check of every MCP request with this worker's copies of the keys it has 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
+import string
+import time
+from copy import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
+from auditlog.diff import model_instance_diff
+from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from controlplane import vault
+from controlplane import config_version, vault
 from controlplane.config_version import VersionedCache
-from controlplane.errors import InvalidInput, TenantNotFound
+from controlplane.errors import ApplicationError, InvalidInput, TenantNotFound
 from controlplane.models import ApiKey, QontakCredential, Tenant
+
+logger = logging.getLogger(__name__)
 
 API_KEY_SCHEME = "qmcp_"
 PREFIX_LENGTH = len(API_KEY_SCHEME) + 8
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
+KEY_BODY_LENGTH = 43  # secrets.token_urlsafe(32)
+KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
+FAILED_AUTH_WINDOW_SECONDS = 60.0
+FAILED_AUTH_ADDRESSES = 10_000  # addresses tracked per window, so the count stays bounded
 
 
 def tenant_get(*, slug: str) -> Tenant:
@@ -34,11 +48,24 @@ def tenant_get(*, slug: str) -> Tenant:
 
 
 @transaction.atomic
-def tenant_create(*, slug: str, name: str = "", qontak_base_url: str = "") -> Tenant:
+def tenant_create(
+    *,
+    slug: str,
+    name: str = "",
+    qontak_base_url: str = "",
+    is_active: bool = True,
+    qontak_request_ceiling: str = "",
+) -> Tenant:
     """Create a tenant and its (empty) Vault credential reference."""
     if Tenant.objects.filter(slug=slug).exists():
         raise InvalidInput(f"tenant '{slug}' already exists")
-    tenant = Tenant(slug=slug, name=name or slug, qontak_base_url=qontak_base_url)
+    tenant = Tenant(
+        slug=slug,
+        name=name or slug,
+        qontak_base_url=qontak_base_url,
+        is_active=is_active,
+        qontak_request_ceiling=qontak_request_ceiling,
+    )
     tenant.full_clean()
     tenant.save()
     QontakCredential.objects.create(
@@ -67,7 +94,13 @@ class IssuedKey:
         return f"IssuedKey(prefix={self.api_key.prefix})"
 
 
-def api_key_issue(*, tenant: Tenant, label: str = "", read_only: bool = False) -> IssuedKey:
+def api_key_issue(
+    *,
+    tenant: Tenant,
+    label: str = "",
+    read_only: bool = False,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
     """Create a key; the clear value exists only in the returned object, shown once."""
     key = API_KEY_SCHEME + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
@@ -76,6 +109,7 @@ def api_key_issue(*, tenant: Tenant, label: str = "", read_only: bool = False) -
         prefix=key[:PREFIX_LENGTH],
         digest=api_key_digest(key),
         read_only=read_only,
+        expires_at=expires_at,
     )
     return IssuedKey(api_key=api_key, key=key)
 
@@ -95,6 +129,37 @@ def api_key_revoke(*, prefix: str) -> ApiKey:
     return api_key
 
 
+def api_keys_revoke(*, keys: QuerySet[ApiKey]) -> int:
+    """Revoke the keys in `keys` not revoked yet, with one UPDATE; returns how many it revoked.
+
+    An UPDATE sends no post_save, so this announces the change itself (or workers would keep
+    accepting their copies of the keys) and writes the audit log entry each key's save() would
+    have. The keys are locked from the SELECT to the UPDATE, so a key revoked meanwhile by
+    someone else is neither counted nor logged twice.
+    """
+    with transaction.atomic():
+        pending = list(
+            ApiKey.objects.filter(pk__in=keys.values("pk"), revoked_at__isnull=True)
+            .select_related("tenant")
+            .select_for_update(of=("self",))
+            .order_by("pk")
+        )
+        if not pending:
+            return 0
+        now = timezone.now()
+        revoked = ApiKey.objects.filter(pk__in=[key.pk for key in pending]).update(revoked_at=now)
+        as_json = getattr(settings, "AUDITLOG_STORE_JSON_CHANGES", False)
+        for before in pending:
+            after = copy(before)
+            after.revoked_at = now
+            changes = model_instance_diff(
+                before, after, fields_to_check=["revoked_at"], use_json_for_changes=as_json
+            )
+            LogEntry.objects.log_create(after, action=LogEntry.Action.UPDATE, changes=changes)
+        config_version.announce_change_on_commit()
+    return revoked
+
+
 def api_key_usable(api_key: ApiKey) -> bool:
     """Not revoked, not expired, and its tenant is active (no I/O: the tenant is loaded)."""
     return api_key.is_usable and api_key.tenant.is_active
@@ -107,10 +172,20 @@ def api_key_use_due(api_key: ApiKey) -> bool:
     return last is None or timezone.now() - last > LAST_USED_WRITE_INTERVAL
 
 
+def _well_formed(key: str) -> bool:
+    """A key as api_key_issue makes them: anything else is refused without a query."""
+    body = key[len(API_KEY_SCHEME) :]
+    return (
+        key.startswith(API_KEY_SCHEME)
+        and len(body) == KEY_BODY_LENGTH
+        and all(ch in KEY_ALPHABET for ch in body)
+    )
+
+
 def api_key_authenticate(*, key: str) -> ApiKey | None:
     """The usable key matching `key`, with its tenant; None for unknown, revoked or expired.
     Blocking (database)."""
-    if not key.startswith(API_KEY_SCHEME) or len(key) > 200:
+    if not _well_formed(key):
         return None
     try:
         api_key = ApiKey.objects.select_related("tenant").get(digest=api_key_digest(key))
@@ -119,14 +194,32 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
     if not api_key_usable(api_key):
         return None
     if api_key_use_due(api_key):
-        now = timezone.now()
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
+        _record_use(api_key.pk, timezone.now())
+        api_key.last_used_at = timezone.now()
     return api_key
+
+
+def _record_use(api_key_id: int, when: datetime) -> None:
+    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=when)
 
 
 # This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
 _known_keys: VersionedCache[str, ApiKey] = VersionedCache()
+# Background writes of last_used_at, kept referenced until they finish.
+_bookkeeping: set[asyncio.Task[None]] = set()
+
+
+async def _record_use_in_background(api_key: ApiKey) -> None:
+    """Best effort: a database that is down loses a last_used_at stamp, never a call."""
+    now = timezone.now()
+    api_key.last_used_at = now  # this worker's copy is not due again for a while
+    try:
+        await sync_to_async(_record_use, thread_sensitive=False)(api_key.pk, now)
+    except DatabaseError:
+        logger.info(
+            "last use of an API key not recorded: database unavailable",
+            extra={"event": "key_use_unrecorded", "key_prefix": api_key.prefix},
+        )
 
 
 def _authenticate_request(key: str) -> ApiKey | None:
@@ -137,17 +230,70 @@ def _authenticate_request(key: str) -> ApiKey | None:
     return api_key_authenticate(key=key)
 
 
-async def api_key_for_request(*, key: str, version: str | None) -> ApiKey | None:
+class TooManyFailedAuthentications(ApplicationError):
+    """This client address sent too many unknown keys; `retry_after` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _FailedAuthentications:
+    """This worker's count of unknown keys per client address, in fixed windows: a flood of
+    invented keys costs at most AUTH_FAILURES_PER_ADDRESS queries per address and minute.
+    Counts start over with each configuration version, so a key issued meanwhile is never held
+    back (without Redis there are no versions: it may wait out the window)."""
+
+    version: str | None = None
+    window_start: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def _current(self, version: str | None) -> dict[str, int]:
+        now = time.monotonic()
+        if version != self.version or now - self.window_start >= FAILED_AUTH_WINDOW_SECONDS:
+            self.version, self.window_start, self.counts = version, now, {}
+        return self.counts
+
+    def check(self, address: str, version: str | None) -> None:
+        if self._current(version).get(address, 0) >= settings.AUTH_FAILURES_PER_ADDRESS:
+            left = FAILED_AUTH_WINDOW_SECONDS - (time.monotonic() - self.window_start)
+            raise TooManyFailedAuthentications(
+                "too many unknown API keys from this address; check the key and retry in "
+                f"{max(round(left), 1)} s",
+                retry_after=max(round(left), 1),
+            )
+
+    def record(self, address: str, version: str | None) -> None:
+        counts = self._current(version)
+        if address in counts or len(counts) < FAILED_AUTH_ADDRESSES:
+            counts[address] = counts.get(address, 0) + 1
+
+
+_failed = _FailedAuthentications()
+
+
+async def api_key_for_request(
+    *, key: str, version: str | None, client_address: str = ""
+) -> ApiKey | None:
     """The usable key for `key`: this worker's copy when it belongs to `version` (no I/O),
-    else the database in a thread (which also records the key's use, once a minute).
-    Raises DatabaseError when the database cannot be reached."""
+    else the database in a thread. A copy's last use is recorded in the background, so a
+    worker that follows configuration changes keeps serving known keys while the database is
+    down. Raises TooManyFailedAuthentications, or DatabaseError when the database is needed
+    and cannot be reached."""
     digest = api_key_digest(key)
     known = _known_keys.get(digest, version)
-    if known is not None and api_key_usable(known) and not api_key_use_due(known):
+    if known is not None and api_key_usable(known):
+        if api_key_use_due(known):
+            task = asyncio.get_running_loop().create_task(_record_use_in_background(known))
+            _bookkeeping.add(task)
+            task.add_done_callback(_bookkeeping.discard)
         return known
+    _failed.check(client_address, version)
     api_key = await sync_to_async(_authenticate_request)(key)
     if api_key is None:
         _known_keys.discard(digest)
+        _failed.record(client_address, version)
     else:
         _known_keys.put(digest, version, api_key)
     return api_key

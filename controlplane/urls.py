@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import path
 
-from controlplane.admin import dashboard_view, live_feed_view, operator_view
-from controlplane.health import healthz
+from controlplane.health import healthz, readyz
 from controlplane.metrics import metrics_view
+from controlplane.operator.views import dashboard_view, live_feed_view, operator_view
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer these paths with 404.
@@ -11,5 +11,6 @@ urlpatterns = [
     path("admin/live/", operator_view(live_feed_view), name="operator-live-feed"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
 ]

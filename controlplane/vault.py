@@ -21,6 +21,8 @@ from django.conf import settings
 from controlplane.errors import CredentialUnavailable
 
 TENANT_SECRET_ROOT = "qontak/tenants"  # noqa: S105 - a path, not a password
+# A token with less left than this, and no way to renew it, is reported as a problem.
+TOKEN_TTL_WARNING_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -163,15 +165,43 @@ def write_tenant_secret(
 
 
 @dataclass(frozen=True)
+class TokenLease:
+    """What Vault says of the token the control plane uses: seconds left (None: it never
+    expires) and whether it can be renewed."""
+
+    ttl: float | None
+    renewable: bool
+
+    @property
+    def detail(self) -> str:
+        if self.ttl is None:
+            return "token does not expire"
+        renewal = "renewable" if self.renewable else "not renewable"
+        return f"token valid for {self.ttl:.0f} s ({renewal})"
+
+
+def token_lease() -> TokenLease:
+    """One request (lookup-self): proves Vault answers and accepts our token, and says for how
+    long. Raises CredentialUnavailable."""
+    try:
+        data = _vault().auth.token.lookup_self()["data"]
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+        raise _unavailable(exc) from exc
+    ttl = float(data.get("ttl") or 0)
+    return TokenLease(ttl=ttl if ttl > 0 else None, renewable=bool(data.get("renewable")))
+
+
+@dataclass(frozen=True)
 class VaultStatus:
     reachable: bool
     authenticated: bool
     mount_ok: bool
     detail: str
+    lease: TokenLease | None = None
 
 
 def vault_status() -> VaultStatus:
-    """Reachability, authentication and KV v2 mount, for check_vault and /healthz."""
+    """Reachability, authentication, KV v2 mount and the token's lease, for check_vault."""
     try:
         client = _vault()
         client.sys.read_health_status(method="GET")
@@ -196,4 +226,8 @@ def vault_status() -> VaultStatus:
             False,
             f"KV v2 mount '{settings.VAULT_KV_MOUNT}' is not readable ({type(exc).__name__})",
         )
-    return VaultStatus(True, True, True, "ok")
+    try:
+        lease = token_lease()
+    except CredentialUnavailable as exc:
+        return VaultStatus(True, True, True, exc.message)
+    return VaultStatus(True, True, True, "ok", lease)

@@ -8,16 +8,19 @@ MCP-Protocol-Version header. The SDK's session manager must be running (see `lif
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import mcp_types as types
 from django.conf import settings
 from django.db import DatabaseError
+from django.http.request import split_domain_port, validate_host
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -26,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from controlplane import config_version
 from controlplane.errors import ApplicationError
-from controlplane.tenants import api_key_for_request
+from controlplane.tenants import TooManyFailedAuthentications, api_key_for_request
 from mcpserver import audit_writer, pipeline
 from qontak.client import close_client
 
@@ -104,18 +107,41 @@ async def call_tool(
     )
 
 
-def _transport_security() -> TransportSecuritySettings:
-    """Host/Origin checks that agree with Django's ALLOWED_HOSTS."""
-    hosts = list(settings.ALLOWED_HOSTS)
-    if "*" in hosts:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    allowed_hosts = [pattern for host in hosts for pattern in (host, f"{host}:*")]
-    origins = [f"{scheme}://{pattern}" for scheme in ("http", "https") for pattern in allowed_hosts]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=allowed_hosts,
-        allowed_origins=origins,
-    )
+@functools.lru_cache(maxsize=4)
+def _mcp_hosts(allowed_hosts: tuple[str, ...]) -> list[str]:
+    """ALLOWED_HOSTS as /mcp honours it: Django's forms (`.example.com` for a domain and its
+    subdomains), but never `*`, which would let any web page's DNS rebinding reach /mcp."""
+    if "*" in allowed_hosts:
+        logger.warning(
+            "ALLOWED_HOSTS contains '*', which /mcp does not honour: list the host names "
+            "assistants use",
+            extra={"event": "mcp_host_wildcard_ignored"},
+        )
+    return [host for host in allowed_hosts if host != "*"]
+
+
+def _host_allowed(value: str) -> bool:
+    domain, _port = split_domain_port(value)
+    return bool(domain) and validate_host(domain, _mcp_hosts(tuple(settings.ALLOWED_HOSTS)))
+
+
+def _misdirected(scope: Scope) -> tuple[int, str] | None:
+    """DNS-rebinding protection: the status and message refusing a request whose Host or
+    Origin is not ours, or None."""
+    host = _header(scope, b"host")
+    if host is None or not _host_allowed(host):
+        return 421, "this host name is not served here: add it to ALLOWED_HOSTS"
+    origin = _header(scope, b"origin")
+    if origin is not None and not _host_allowed(urlsplit(origin).netloc):
+        return 403, "requests from this web origin are not allowed"
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 mcp_server: Server[Any] = Server(
@@ -135,7 +161,8 @@ session_manager = StreamableHTTPSessionManager(
     app=mcp_server,
     json_response=True,
     stateless=True,
-    security_settings=_transport_security(),
+    # Host and Origin are checked by mcp_endpoint, with Django's rules (see _misdirected).
+    security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     max_request_body_size=settings.MCP_MAX_BODY_BYTES,
 )
 
@@ -168,42 +195,60 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-async def _reject_unauthenticated(send: Send, reason: str) -> None:
-    challenge = (
-        b'Bearer realm="qontak-mcp", error="invalid_token", '
-        b'error_description="' + reason.encode() + b'"'
-    )
+async def _reject_unauthenticated(send: Send, reason: str, *, credentials_sent: bool) -> None:
+    """RFC 6750 3.1: a request that sent no credentials gets the bare challenge, one whose
+    token was refused gets error="invalid_token"."""
+    challenge = b'Bearer realm="qontak-mcp"'
+    if credentials_sent:
+        challenge += b', error="invalid_token", error_description="' + reason.encode() + b'"'
+
     await _refuse(send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge)])
 
 
 def _bearer_key(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and key.strip():
-                return key.strip()
+    scheme, _, key = (_header(scope, b"authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
     return None
 
 
 def _request_id_from(scope: Scope) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")[:64]
-            if candidate.replace("-", "").isalnum():
-                return candidate
+    candidate = (_header(scope, b"x-request-id") or "")[:64]
+    if candidate and candidate.replace("-", "").isalnum():
+        return candidate
     return uuid.uuid4().hex
 
 
 async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """ASGI app for exactly /mcp: authenticate the key, then hand over to the SDK."""
+    """ASGI app for exactly /mcp: check Host and Origin, authenticate the key, then hand over
+    to the SDK."""
     request_id = _request_id_from(scope)
+    refusal = _misdirected(scope)
+    if refusal is not None:
+        await _refuse(send, *refusal)
+        return
     key = _bearer_key(scope)
     version = None if key is None else config_version.current()
+    client = scope.get("client")
+    address = str(client[0]) if client else ""
     try:
-        api_key = None if key is None else await api_key_for_request(key=key, version=version)
-    except DatabaseError:
-        logger.exception(
-            "database unavailable while checking an API key",
+        api_key = (
+            None
+            if key is None
+            else await api_key_for_request(key=key, version=version, client_address=address)
+        )
+    except TooManyFailedAuthentications as exc:
+        logger.info(
+            "auth_throttled: %s",
+            exc.message,
+            extra={"event": "auth_throttled", "client": address, "request_id": request_id},
+        )
+        await _refuse(send, 429, exc.message, [(b"retry-after", str(exc.retry_after).encode())])
+        return
+    except DatabaseError as exc:
+        logger.warning(
+            "database unavailable while checking an API key (%s)",
+            type(exc).__name__,
             extra={"event": "database_unavailable", "request_id": request_id},
         )
         await _refuse(
@@ -220,7 +265,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             advice,
             extra={"event": "auth_failed", "reason": reason, "request_id": request_id},
         )
-        await _reject_unauthenticated(send, advice)
+        await _reject_unauthenticated(send, advice, credentials_sent=key is not None)
         return
     caller = pipeline.Caller(
         api_key_id=api_key.pk,

@@ -167,6 +167,8 @@ def start_control_plane(
         "VAULT_TIMEOUT": "2",
         "QONTAK_BASE_URL": simulator_url,
         "LOG_LEVEL": "DEBUG",
+        # Every test reaches it from 127.0.0.1: the session's unknown keys add up.
+        "AUTH_FAILURES_PER_ADDRESS": "1000",
         **settings_env,
     }
     name = f"controlplane-{port}"

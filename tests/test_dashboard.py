@@ -13,9 +13,14 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane import charts
-from controlplane.dashboard import MinuteBucket, OutcomeCounts, ToolCount, dashboard_activity
 from controlplane.models import QontakCredential, Tenant, ToolCall
+from controlplane.operator import charts
+from controlplane.operator.dashboard import (
+    MinuteBucket,
+    OutcomeCounts,
+    ToolCount,
+    dashboard_activity,
+)
 from controlplane.tenants import api_key_issue, api_key_revoke, tenant_create
 
 # Selector tests pass `now` explicitly; page tests read the clock, a moment after this.

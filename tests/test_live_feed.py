@@ -18,7 +18,7 @@ from django.test import Client
 from mcp import Client as McpClient
 
 from controlplane.asgi import websockets as websocket_app
-from controlplane.live import EVENT_TYPE, LIVE_GROUP
+from controlplane.operator.live import EVENT_TYPE, LIVE_GROUP
 from tests.conftest import with_mcp
 
 SOCKET_PATH = "/ws/tool-calls/"
@@ -241,7 +241,7 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
     from django.conf import settings
     from django.core.cache import cache
 
-    from controlplane import live
+    from controlplane.operator import live
     from tests.conftest import in_process_caller, run_tool_call_and_drain
 
     caller = in_process_caller("watch", "req-watch")

@@ -202,11 +202,15 @@ def test_tool_error_from_a_tool_name_in_a_bad_call_is_audited_with_the_tool(
     assert [row.tool for row in audited_calls(demo.tenant, 1)] == ["get_contact"]
 
 
-def test_healthz_reports_database_cache_and_vault(control_plane, transactional_db):
-    body = httpx.get(control_plane.url + "/healthz").json()
+def test_readyz_reports_database_cache_and_vault_to_a_loopback_client(
+    control_plane, transactional_db
+):
+    body = httpx.get(control_plane.url + "/readyz").json()
     assert body["status"] == "ok"
     assert set(body["checks"]) == {"database", "cache", "vault"}
     assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["vault"]["detail"].startswith("token")
+    assert httpx.get(control_plane.url + "/healthz").json() == {"status": "ok"}
 
 
 def test_django_admin_is_served_beside_mcp(control_plane, transactional_db):
@@ -240,3 +244,45 @@ def test_database_outage_during_authentication_is_a_503_not_a_500(monkeypatch):
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "cannot reach its database" in response.json()["error"]["message"]
+
+
+def test_a_request_without_credentials_gets_a_challenge_without_an_error_code(
+    control_plane, transactional_db
+):
+    """RFC 6750 3.1: no error code when the client sent no credentials at all."""
+    response = _post_mcp(control_plane.mcp_url, None, LIST_TOOLS)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="qontak-mcp"'
+    unknown = _post_mcp(control_plane.mcp_url, "qmcp_unknown", LIST_TOOLS)
+    assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
+
+
+def _post_in_process(headers: dict[str, str]) -> httpx.Response:
+    import asyncio
+
+    from mcpserver import server
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=server.mcp_endpoint)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post("/mcp", json=LIST_TOOLS, headers=headers)
+
+    return asyncio.run(post())
+
+
+@pytest.mark.parametrize(
+    ("allowed", "headers", "status"),
+    [
+        ([".example.com"], {"Host": "mcp.example.com"}, 401),
+        ([".example.com"], {"Host": "example.com:8443"}, 401),
+        ([".example.com"], {"Host": "example.com.evil.test"}, 421),
+        (["*"], {"Host": "anything.test"}, 421),
+        (["127.0.0.1"], {"Origin": "http://evil.test"}, 403),
+        (["127.0.0.1"], {"Origin": "http://127.0.0.1:8000"}, 401),
+    ],
+    ids=["subdomain", "domain-with-port", "lookalike", "star-refused", "foreign-origin", "origin"],
+)
+def test_mcp_checks_host_and_origin_with_djangos_rules(settings, allowed, headers, status):
+    settings.ALLOWED_HOSTS = allowed
+    response = _post_in_process(headers)
+    assert response.status_code == status

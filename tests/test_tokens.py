@@ -179,7 +179,7 @@ def test_vault_outage_keeps_warm_tenants_working_and_others_get_a_clear_error(
         cold_refreshes = simulator_account(simulator, cold.account)["refresh_count"]
 
         bao.stop()
-        health = httpx.get(server.url + "/healthz")
+        health = httpx.get(server.url + "/readyz")
         assert health.status_code == 503
         assert health.json()["checks"]["vault"]["ok"] is False
         assert not with_mcp(server.mcp_url, warm.key, "2026-07-28", _get_contact).is_error

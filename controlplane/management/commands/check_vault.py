@@ -25,6 +25,13 @@ class Command(ServiceCommand):
                 status.mount_ok,
             ),
         ]
+        if status.lease is not None:
+            expiring = (
+                status.lease.ttl is not None
+                and status.lease.ttl < vault.TOKEN_TTL_WARNING_SECONDS
+                and not status.lease.renewable
+            )
+            rows.append(("token", status.lease.detail, not expiring))
         failed = not (status.reachable and status.authenticated and status.mount_ok)
         if not failed:
             for tenant in Tenant.objects.order_by("slug"):

@@ -16,7 +16,7 @@ from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import Ceil, RowNumber, TruncMinute
 from django.utils import timezone
 
-from controlplane.models import QontakCredential, Tenant, ToolCall
+from controlplane.models import ApiKeyQuerySet, QontakCredential, Tenant, ToolCall
 
 # The four outcome groups an operator reads at a glance; everything not listed is an error.
 OUTCOME_GROUPS = ("ok", "denied", "rate_limited", "error")
@@ -207,11 +207,7 @@ def dashboard_activity(
     now = now or timezone.now()
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
     tenants_qs = Tenant.objects.select_related("credential").annotate(
-        usable_keys=Count(
-            "api_keys",
-            filter=Q(api_keys__revoked_at__isnull=True)
-            & (Q(api_keys__expires_at__isnull=True) | Q(api_keys__expires_at__gt=now)),
-        )
+        usable_keys=Count("api_keys", filter=ApiKeyQuerySet.usable_q(now, via="api_keys"))
     )
     calls = ToolCall.objects.filter(created_at__gte=since, created_at__lte=now).order_by()
     if tenant_slug:

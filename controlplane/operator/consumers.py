@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from controlplane.live import LIVE_GROUP, mark_feed_watched
+from controlplane.operator.live import LIVE_GROUP, mark_feed_watched
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
 
     The tenant filter comes from `?tenant=<slug>` and can be changed at any time by sending
     `{"tenant": "<slug>"}` (an empty slug means every tenant). The page also sends
-    `{"type": "ping"}` every 30 s so calls keep being published (see controlplane.live).
+    `{"type": "ping"}` every 30 s so calls keep being published (see controlplane.operator.live).
     """
 
     tenant_filter: str = ""
@@ -72,7 +72,7 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         if self.tenant_filter and event.get("tenant") != self.tenant_filter:
             return
         await self.send_json(
-            # controlplane.live.tool_call_event decides what an operator sees of a call.
+            # controlplane.operator.live.tool_call_event decides what an operator sees of a call.
             {
                 **{name: value for name, value in event.items() if name != "type"},
                 "type": "tool_call",

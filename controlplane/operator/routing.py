@@ -4,7 +4,7 @@ from typing import Any
 
 from django.urls import path
 
-from controlplane.consumers import LiveFeedConsumer
+from controlplane.operator.consumers import LiveFeedConsumer
 
 LIVE_FEED_PATH = "ws/tool-calls/"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from controlplane.dashboard import OUTCOME_GROUPS, MinuteBucket, OutcomeCounts, ToolCount
+from controlplane.operator.dashboard import OUTCOME_GROUPS, MinuteBucket, OutcomeCounts, ToolCount
 
 OUTCOME_LABELS = {
     "ok": "ok",

@@ -1,0 +1,67 @@
+"""Rate limits and tool rules, written through controlplane.policies like the commands do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from controlplane import policies
+from controlplane.admin.forms import RateLimitPolicyForm, ToolPolicyForm
+from controlplane.models import RateLimitPolicy, ToolPolicy
+
+RATE_SCOPE = {"tenant", "tool", "per_key"}
+TOOL_SCOPE = {"tenant", "api_key", "tool"}
+
+
+def save_policy(obj: RateLimitPolicy | ToolPolicy, *, scope_changed: bool) -> None:
+    """Write a policy through its service; a changed scope replaces the old row.
+
+    The services upsert by scope (tenant, tool, per key / key), so editing a row's scope would
+    otherwise leave the old rule in force next to the new one.
+    """
+    if scope_changed and obj.pk is not None:
+        type(obj).objects.filter(pk=obj.pk).delete()
+    if isinstance(obj, RateLimitPolicy):
+        policies.rate_limit_set(
+            tenant=obj.tenant, rate=obj.rate, tool=obj.tool, per_key=obj.per_key
+        )
+        obj.pk = RateLimitPolicy.objects.get(
+            tenant=obj.tenant, tool=obj.tool, per_key=obj.per_key
+        ).pk
+    else:
+        policies.tool_access_set(
+            tenant=obj.tenant, tool=obj.tool, effect=obj.effect, api_key=obj.api_key
+        )
+        obj.pk = ToolPolicy.objects.get(tenant=obj.tenant, tool=obj.tool, api_key=obj.api_key).pk
+
+
+@admin.register(RateLimitPolicy)
+class RateLimitPolicyAdmin(admin.ModelAdmin):
+    form = RateLimitPolicyForm
+    list_display = ("tenant", "rate", "scope", "per_key", "updated_at")
+    list_filter = ("tenant", "per_key", "tool")
+    list_select_related = ("tenant",)
+    search_fields = ("tenant__slug", "tenant__name", "tool", "rate")
+
+    @admin.display(description="Tool", ordering="tool")
+    def scope(self, obj: RateLimitPolicy) -> str:
+        return obj.tool or "all tools"
+
+    def save_model(
+        self, request: HttpRequest, obj: RateLimitPolicy, form: Any, change: bool
+    ) -> None:
+        save_policy(obj, scope_changed=change and bool(set(form.changed_data) & RATE_SCOPE))
+
+
+@admin.register(ToolPolicy)
+class ToolPolicyAdmin(admin.ModelAdmin):
+    form = ToolPolicyForm
+    list_display = ("tenant", "tool", "effect", "api_key", "updated_at")
+    list_filter = ("tenant", "effect", ("api_key", admin.EmptyFieldListFilter), "tool")
+    list_select_related = ("tenant", "api_key")
+    search_fields = ("tenant__slug", "tenant__name", "tool", "api_key__prefix")
+
+    def save_model(self, request: HttpRequest, obj: ToolPolicy, form: Any, change: bool) -> None:
+        save_policy(obj, scope_changed=change and bool(set(form.changed_data) & TOOL_SCOPE))

@@ -1,0 +1,104 @@
+"""The key check in front of /mcp: cheap for floods of invented keys, and independent of the
+database for keys a worker already knows."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from controlplane import config_version, tenants
+from controlplane.models import ApiKey
+
+LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+
+
+def _invented_key() -> str:
+    return tenants.API_KEY_SCHEME + secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def counted_lookups(monkeypatch) -> list[str]:
+    lookups: list[str] = []
+    authenticate = tenants.api_key_authenticate
+
+    def counted(*, key: str) -> ApiKey | None:
+        lookups.append(key)
+        return authenticate(key=key)
+
+    monkeypatch.setattr(tenants, "api_key_authenticate", counted)
+    monkeypatch.setattr(tenants, "_failed", tenants._FailedAuthentications())
+    return lookups
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_of_invented_keys_costs_a_bounded_number_of_queries(
+    counted_lookups, settings, monkeypatch
+):
+    from mcpserver import server
+
+    settings.AUTH_FAILURES_PER_ADDRESS = 5
+    monkeypatch.setattr(config_version, "current", lambda: "v1")
+
+    async def flood() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=server.mcp_endpoint, client=("203.0.113.7", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [
+                await client.post(
+                    "/mcp", json=LIST_TOOLS, headers={"Authorization": f"Bearer {_invented_key()}"}
+                )
+                for _ in range(12)
+            ]
+
+    statuses = [response.status_code for response in asyncio.run(flood())]
+    assert statuses == [401] * 5 + [429] * 7
+    assert len(counted_lookups) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_issued_during_a_flood_is_accepted_at_once(counted_lookups, settings):
+    settings.AUTH_FAILURES_PER_ADDRESS = 2
+    tenant = tenants.tenant_create(slug="flooded")
+
+    async def attempts(key: str, version: str) -> ApiKey | None:
+        return await tenants.api_key_for_request(
+            key=key, version=version, client_address="203.0.113.8"
+        )
+
+    for _ in range(2):
+        assert asyncio.run(attempts(_invented_key(), "before")) is None
+    with pytest.raises(tenants.TooManyFailedAuthentications):
+        asyncio.run(attempts(_invented_key(), "before"))
+    issued = tenants.api_key_issue(tenant=tenant)  # announced: workers take a new version
+    assert asyncio.run(attempts(issued.key, "after")) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_known_key_is_served_while_the_database_is_down(monkeypatch):
+    tenant = tenants.tenant_create(slug="outage")
+    issued = tenants.api_key_issue(tenant=tenant)
+
+    async def check() -> ApiKey | None:
+        return await tenants.api_key_for_request(key=issued.key, version="v1")
+
+    known = asyncio.run(check())
+    assert known is not None
+    known.last_used_at = timezone.now() - timedelta(minutes=5)  # its use is due a write
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(tenants, "api_key_authenticate", down)
+    monkeypatch.setattr(tenants, "_record_use", down)
+
+    async def check_and_let_bookkeeping_finish() -> ApiKey | None:
+        api_key = await check()
+        await asyncio.gather(*tenants._bookkeeping)
+        return api_key
+
+    assert asyncio.run(check_and_let_bookkeeping_finish()) is not None
