@@ -5,14 +5,19 @@ and bounded in size, next to a keyed digest of the raw arguments so two identica
 still be matched. Rows are written in batches
 by mcpserver.audit_writer; a row the database keeps refusing is logged in full (redacted) at
 ERROR and counted, and never fails the tool call that was already served.
+
+A row carries the time of its call and a call id: rows kept in the writer's spool while the
+database is unreachable (tool_call_stored) keep that time when they are replayed
+(tool_calls_replay), and the unique call id makes a second replay of a row store nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -106,10 +111,14 @@ class ToolCallRecord:
     latency_ms: float
     request_id: str
     message: str
+    called_at: datetime  # timezone-aware; the row's created_at
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def _row(record: ToolCallRecord) -> ToolCall:
     return ToolCall(
+        created_at=record.called_at,
+        call_id=record.call_id,
         tenant_id=record.tenant_id,
         api_key_id=record.api_key_id,
         key_prefix=record.key_prefix,
@@ -136,30 +145,73 @@ def tool_calls_record(records: Sequence[ToolCallRecord]) -> list[ToolCall]:
     return ToolCall.objects.bulk_create(rows, batch_size=500)
 
 
-def tool_call_not_recorded(record: ToolCallRecord, error: BaseException) -> None:
+# What a spool line and a refused row's log line hold: the row as stored (arguments redacted,
+# their digest, the call's time), never the raw arguments.
+STORED_ROW_FIELDS = (
+    "created_at",
+    "call_id",
+    "tenant_id",
+    "api_key_id",
+    "key_prefix",
+    "tool",
+    "arguments",
+    "arguments_digest",
+    "outcome",
+    "upstream_status",
+    "latency_ms",
+    "request_id",
+    "message",
+)
+
+
+def _stored_values(row: ToolCall) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in STORED_ROW_FIELDS}
+    values["created_at"] = row.created_at.isoformat()
+    return values
+
+
+def tool_call_stored(record: ToolCallRecord) -> dict[str, Any]:
+    """The row as the table would keep it, JSON-ready: what the audit spool writes to disk."""
+    return _stored_values(_row(record))
+
+
+def tool_call_restored(values: Mapping[str, Any]) -> ToolCall:
+    """The unsaved row `values` (from tool_call_stored) describe; fields they lack take the
+    model's defaults. Raises KeyError, TypeError or ValueError for values that are no row."""
+    kept = {name: values[name] for name in STORED_ROW_FIELDS if name in values}
+    kept["created_at"] = datetime.fromisoformat(values["created_at"])
+    if kept["created_at"].tzinfo is None:
+        raise ValueError("created_at has no time zone")
+    return ToolCall(**kept)
+
+
+def tool_calls_replay(rows: Sequence[ToolCall]) -> None:
+    """Insert rows kept in the spool, skipping those whose call_id is already stored, so a row
+    replayed twice (by two workers, or again after a crash) is stored once. Blocking
+    (database); raises DatabaseError, e.g. IntegrityError for a row whose tenant is gone."""
+    ToolCall.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+
+
+def tool_call_not_recorded(record: ToolCallRecord | ToolCall, error: BaseException) -> None:
     """The last resort for a row the database refused: the whole row, redacted as it would
-    have been stored, goes to the ERROR log, so the security log still holds the record."""
-    row = _row(record)
+    have been stored, goes to the ERROR log, so the security log still holds the record.
+
+    The log filter masks anything shaped like an API key in the message, the key prefix
+    included; the `key_prefix` field of the line keeps it."""
+    row = record if isinstance(record, ToolCall) else _row(record)
     metrics.AUDIT_WRITE_FAILURES.inc()
     logger.error(
         "audit row NOT written to the database (%s): %s",
         type(error).__name__,
-        json.dumps(
-            {field: getattr(row, field) for field in UNWRITTEN_ROW_FIELDS},
-            ensure_ascii=False,
-            default=str,
-        ),
+        json.dumps(_stored_values(row), ensure_ascii=False, default=str),
         extra={
             "event": "audit_write_failed",
-            "tool": record.tool,
-            "outcome": record.outcome,
-            "request_id": record.request_id,
+            "tool": row.tool,
+            "outcome": row.outcome,
+            "request_id": row.request_id,
+            "key_prefix": row.key_prefix,
         },
     )
-
-
-# What a refused row's log line holds: the record as stored, redacted, plus its digest.
-UNWRITTEN_ROW_FIELDS = (*(item.name for item in fields(ToolCallRecord)), "arguments_digest")
 
 
 EXPORT_FIELDS = (

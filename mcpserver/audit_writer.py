@@ -8,22 +8,47 @@ write; only the client stops waiting. Either way the row is written after Qontak
 a worker killed mid-call loses the row it would have lost before; one killed with SIGKILL also
 loses the rows still waiting in the window.
 
-A batch the database refuses is retried after RETRY_DELAYS; a row still refused is logged in
-full at ERROR (controlplane.audit.tool_call_not_recorded). A row that breaks a constraint
-(its tenant deleted mid-call) or that the database cannot take is logged at once and does not
-hold back the rest of its batch.
-Each row is also published to the live feed while an operator watches it.
+A batch the database refuses is retried after RETRY_DELAYS. If the database is still
+unreachable after them (OperationalError or InterfaceError: connection refused or lost, server
+shutting down, SQLite's lock timeout), the rows go to the spool instead: one JSON-lines file per
+worker process in AUDIT_SPOOL_DIR (`audit-<pid>.jsonl`), a line per row as the table would
+keep it (redacted arguments, digest, call time, call id; never the raw arguments), fsynced
+before the rows count as written, so a graceful shutdown during an outage keeps them too.
+
+While spool files exist, a task of each worker replays them every REPLAY_INTERVAL_SECONDS:
+its own, and those left by processes no longer alive (a pid reused by a live process holds its
+file back until that one ends too). A file is first renamed to a name of the replaying process
+(`audit-<pid>-<claim>.jsonl`), so a worker never replays a file another has taken and its own
+writes go on in a new file; it is deleted once all its rows are committed. Rows keep their
+call time; a row whose call id is already stored is skipped, so a file replayed again after a
+crash stores nothing twice. Replayed rows are not published to the live feed. The directory
+belongs to the workers of one host and one database: another database would get the rows.
+
+A row is logged in full at ERROR instead (controlplane.audit.tool_call_not_recorded) when the
+batch failed for another reason, when the spool cannot be written (disk full), or when the
+database refuses the row itself. A row that breaks a constraint (its tenant deleted mid-call)
+or that the database cannot take is logged at once and does not hold back the rest of its
+batch. Each row is also published to the live feed while an operator watches it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import json
 import logging
+import os
+import re
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -32,7 +57,7 @@ from django.db import (
 )
 from django.db import connection as db_connection
 
-from controlplane import audit
+from controlplane import audit, metrics
 from controlplane.models import ToolCall
 from controlplane.operator import live
 
@@ -47,6 +72,16 @@ BATCH_WINDOW_SECONDS = 0.1
 # A kept connection is checked (age, health) at most this often, not once per batch: the
 # check is a round trip of its own. A broken connection is also replaced when a write fails.
 CONNECTION_CHECK_SECONDS = 10.0
+# Errors that say the database cannot be reached, rather than that it refuses these rows.
+UNREACHABLE = (InterfaceError, OperationalError)
+# While spool files exist, how often the replay tries the database again; also how often a
+# worker with traffic looks for files that dead processes left.
+REPLAY_INTERVAL_SECONDS = 5.0
+# Replayed rows per INSERT (and per transaction).
+REPLAY_CHUNK_ROWS = 500
+# audit-<pid>.jsonl: the file worker <pid> appends to; audit-<pid>-<claim>.jsonl: a spool file
+# worker <pid> has taken to replay.
+SPOOL_FILE = re.compile(r"^audit-(?P<pid>[1-9][0-9]*)(?P<claim>-[0-9a-f]+)?\.jsonl$")
 
 
 @dataclass
@@ -69,6 +104,8 @@ class _WrittenBatch:
 class _Writer:
     queue: list[_Pending] = field(default_factory=list)
     flushing: asyncio.Task[None] | None = None
+    replaying: asyncio.Task[None] | None = None
+    next_spool_scan: float = 0.0
 
 
 # Futures belong to the loop that made them: one writer per running loop.
@@ -79,18 +116,24 @@ _next_connection_check = 0.0
 
 
 def submit(record: audit.ToolCallRecord, *, tenant_slug: str) -> asyncio.Future[None]:
-    """Queue the row; the future is done once it is written (or logged as unwritten)."""
+    """Queue the row; the future is done once it is written, spooled, or logged as unwritten.
+
+    Also starts the spool replay now and then (REPLAY_INTERVAL_SECONDS), so a worker picks up
+    the files a dead one left."""
     loop = asyncio.get_running_loop()
     writer = _writers.setdefault(loop, _Writer())
     pending = _Pending(record, tenant_slug, loop.create_future())
     writer.queue.append(pending)
     if writer.flushing is None or writer.flushing.done():
         writer.flushing = loop.create_task(_flush(writer))
+    if time.monotonic() >= writer.next_spool_scan:
+        _replay_in_background(writer)
     return pending.written
 
 
 async def drain() -> None:
-    """Wait until every row queued on this loop is written (shutdown, tests)."""
+    """Wait until every row queued on this loop is written or spooled (shutdown, tests); the
+    spool's replay is not waited for."""
     writer = _writers.get(asyncio.get_running_loop())
     while writer is not None and writer.flushing is not None and not writer.flushing.done():
         await asyncio.shield(writer.flushing)
@@ -100,7 +143,7 @@ async def _flush(writer: _Writer) -> None:
     while writer.queue:
         await asyncio.sleep(BATCH_WINDOW_SECONDS)
         batch, writer.queue = writer.queue, []
-        written = await _write_with_retries(batch)
+        written = await _write_with_retries(writer, batch)
         for pending in batch:
             if not pending.written.done():
                 pending.written.set_result(None)
@@ -110,7 +153,7 @@ async def _flush(writer: _Writer) -> None:
                     live.publish_in_background(row, tenant_slug=pending.tenant_slug)
 
 
-async def _write_with_retries(batch: list[_Pending]) -> _WrittenBatch | None:
+async def _write_with_retries(writer: _Writer, batch: list[_Pending]) -> _WrittenBatch | None:
     records = [pending.record for pending in batch]
     failure: BaseException | None = None
     for delay in (*RETRY_DELAYS, None):
@@ -131,23 +174,36 @@ async def _write_with_retries(batch: list[_Pending]) -> _WrittenBatch | None:
                 extra={"event": "audit_write_retry"},
             )
             await asyncio.sleep(delay)
+    if isinstance(failure, UNREACHABLE) and await _spooled(records, failure):
+        _replay_in_background(writer)
+        return None
     for record in records:
         audit.tool_call_not_recorded(record, failure or RuntimeError("unknown"))
     return None
 
 
-def _write(records: list[audit.ToolCallRecord]) -> _WrittenBatch:
-    """The rows, and whether a live feed wants them: one thread hop for both."""
+def _check_connection() -> None:
+    """Replace an old or unusable connection, at most every CONNECTION_CHECK_SECONDS."""
     global _next_connection_check
     now = time.monotonic()
     if now >= _next_connection_check:
         close_old_connections()
         _next_connection_check = now + CONNECTION_CHECK_SECONDS
+
+
+def _connection_lost() -> None:
+    global _next_connection_check
+    db_connection.close()  # broken: the next attempt opens a fresh one
+    _next_connection_check = 0.0
+
+
+def _write(records: list[audit.ToolCallRecord]) -> _WrittenBatch:
+    """The rows, and whether a live feed wants them: one thread hop for both."""
+    _check_connection()
     try:
         rows: list[ToolCall | None] = list(audit.tool_calls_record(records))
-    except (InterfaceError, OperationalError):
-        db_connection.close()  # broken: the next attempt opens a fresh one
-        _next_connection_check = 0.0
+    except UNREACHABLE:
+        _connection_lost()
         raise
     except DatabaseError:  # one row the database cannot take (a constraint, bad data)
         rows = [_write_alone(record) for record in records]
@@ -160,8 +216,251 @@ def _write_alone(record: audit.ToolCallRecord) -> ToolCall | None:
     not hold back the other tenants' rows. A lost connection still fails the whole batch."""
     try:
         return audit.tool_calls_record([record])[0]
-    except (InterfaceError, OperationalError):
+    except UNREACHABLE:
+        _connection_lost()
         raise
     except DatabaseError as exc:
         audit.tool_call_not_recorded(record, exc)
         return None
+
+
+# The spool: rows the database could not take, kept on local disk until it can.
+
+
+async def _spooled(records: list[audit.ToolCallRecord], failure: BaseException) -> bool:
+    """Whether the rows are now in this worker's spool file, on disk; False, logged, when the
+    spool cannot be written."""
+    try:
+        path = await sync_to_async(_spool_append, thread_sensitive=False)(records)
+    except Exception as exc:  # OSError above all; whatever it is, the rows go to the log
+        logger.error(
+            "audit spool not writable (%s); logging the %d rows instead",
+            exc,
+            len(records),
+            extra={"event": "audit_spool_failed"},
+        )
+        return False
+    logger.warning(
+        "%d audit rows spooled to %s: the database is unreachable (%s)",
+        len(records),
+        path,
+        type(failure).__name__,
+        extra={"event": "audit_spooled"},
+    )
+    return True
+
+
+def _spool_append(records: list[audit.ToolCallRecord]) -> Path:
+    """Append the rows to this process's spool file and fsync it; returns the file. Blocking.
+    Raises OSError (disk full, no permission), leaving the file as it was."""
+    lines = b"".join(
+        json.dumps(audit.tool_call_stored(record), default=str).encode() + b"\n"
+        for record in records
+    )
+    directory = Path(settings.AUDIT_SPOOL_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"audit-{os.getpid()}.jsonl"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
+            if not _is_file_at(fd, path):
+                continue  # the replay took this file meanwhile: write a new one
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                lines = b"\n" + lines  # a line cut short by a crash stays a line of its own
+            try:
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+            if not size:
+                _fsync_directory(directory)  # so the new file's name survives a power cut
+            return path
+        finally:
+            os.close(fd)
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the one named `path` (not renamed or deleted)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replay_in_background(writer: _Writer) -> None:
+    if writer.replaying is None or writer.replaying.done():
+        writer.replaying = asyncio.get_running_loop().create_task(_replay_spool(writer))
+
+
+async def _replay_spool(writer: _Writer) -> None:
+    """Replay the spool files this process may take, every REPLAY_INTERVAL_SECONDS while the
+    database is unreachable, until none is left."""
+    waiting = False
+    try:
+        while paths := await sync_to_async(_spool_files, thread_sensitive=False)():
+            try:
+                for path in paths:
+                    await _replay_file(path)
+            except UNREACHABLE as exc:
+                if not waiting:
+                    logger.warning(
+                        "audit spool kept until the database answers (%s); retrying every %.0f s",
+                        type(exc).__name__,
+                        REPLAY_INTERVAL_SECONDS,
+                        extra={"event": "audit_replay_waiting"},
+                    )
+                waiting = True
+            await asyncio.sleep(REPLAY_INTERVAL_SECONDS)
+    except OSError as exc:  # the spool directory or a file in it cannot be read
+        logger.error(
+            "audit spool replay failed (%s); trying again later",
+            exc,
+            extra={"event": "audit_replay_failed"},
+        )
+    except Exception:
+        logger.exception("audit spool replay failed", extra={"event": "audit_replay_failed"})
+    finally:
+        writer.next_spool_scan = time.monotonic() + REPLAY_INTERVAL_SECONDS
+
+
+def _spool_files() -> list[Path]:
+    """The spool files this process may replay: those it took before, the one it writes, then
+    those of processes no longer alive. Blocking."""
+    directory = Path(settings.AUDIT_SPOOL_DIR)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    own: list[tuple[bool, str]] = []
+    orphaned: list[str] = []
+    for name in sorted(names):
+        match = SPOOL_FILE.match(name)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid():
+            own.append((match["claim"] is None, name))
+        elif not _process_alive(pid):
+            orphaned.append(name)
+    return [directory / name for _, name in sorted(own)] + [directory / name for name in orphaned]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def _claimed(path: Path) -> Path | None:
+    """`path` renamed to a name of this process's, so no other worker replays it and, if this
+    process was writing it, its next rows go to a new file; None if another worker took it
+    first. Blocking."""
+    match = SPOOL_FILE.match(path.name)
+    if match and match["claim"] and int(match["pid"]) == os.getpid():
+        return path  # taken earlier
+    claimed = path.with_name(f"audit-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a write in progress ends first
+        if not _is_file_at(fd, path):
+            return None
+        os.rename(path, claimed)
+    finally:
+        os.close(fd)
+    return claimed
+
+
+async def _replay_file(path: Path) -> None:
+    """Insert the rows of one spool file, a chunk per transaction, and delete the file once
+    all are committed. Raises InterfaceError or OperationalError while the database is
+    unreachable; the file then stays, taken by this process."""
+    off_loop = sync_to_async(_claimed, thread_sensitive=False)
+    claimed = await off_loop(path)
+    if claimed is None:
+        return
+    spool = await sync_to_async(_open_spool, thread_sensitive=False)(claimed)
+    replayed = 0
+    try:
+        while (rows := await sync_to_async(_read_rows, thread_sensitive=False)(spool)) is not None:
+            if rows:
+                await sync_to_async(_insert_replayed)(rows)
+                replayed += len(rows)
+    finally:
+        spool.close()
+    await sync_to_async(claimed.unlink, thread_sensitive=False)(missing_ok=True)
+    logger.info(
+        "%d audit rows replayed from the spool (%s)",
+        replayed,
+        path.name,
+        extra={"event": "audit_replayed"},
+    )
+
+
+def _open_spool(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _read_rows(spool: BinaryIO) -> list[ToolCall] | None:
+    """The next rows of a spool file, None at its end. Blocking. A line that is no row (cut
+    short when its writer died, before the rows counted as written) is logged and skipped."""
+    rows: list[ToolCall] = []
+    while len(rows) < REPLAY_CHUNK_ROWS:
+        line = spool.readline()
+        if not line:
+            return rows or None
+        if not line.strip():
+            continue
+        try:
+            rows.append(audit.tool_call_restored(json.loads(line)))
+        except (KeyError, TypeError, ValueError) as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            logger.error(
+                "unreadable audit spool line skipped (%s): %r",
+                type(exc).__name__,
+                line[:1000],
+                extra={"event": "audit_spool_line_unreadable"},
+            )
+    return rows
+
+
+def _insert_replayed(rows: list[ToolCall]) -> None:
+    """Commit replayed rows in one INSERT. A row the database refuses for itself (its tenant
+    deleted since) is logged and dropped rather than retried forever."""
+    _check_connection()
+    try:
+        audit.tool_calls_replay(rows)
+    except UNREACHABLE:
+        _connection_lost()
+        raise
+    except DatabaseError:
+        for row in rows:
+            try:
+                audit.tool_calls_replay([row])
+            except UNREACHABLE:
+                _connection_lost()
+                raise
+            except DatabaseError as exc:
+                audit.tool_call_not_recorded(row, exc)
