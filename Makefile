@@ -7,6 +7,16 @@ STAMP := $(VENV)/.installed
 # production installs (runtime dependencies + the build backend), DEV_LOCK adds the dev extra.
 LOCK := requirements.lock
 DEV_LOCK := requirements-dev.lock
+# Development-only secrets, so every target that loads Django (test, lint: mypy's plugin and
+# makemigrations, run, bench) works on a fresh clone: with DEBUG off, settings.py refuses to
+# start without them. A value set in the environment or in .env wins. Never use in production.
+dotenv_sets = $(shell grep -sqE '^(export )?$(1)=' .env && echo yes)
+ifeq ($(call dotenv_sets,SECRET_KEY),)
+export SECRET_KEY ?= insecure-development-secret-key-make
+endif
+ifeq ($(call dotenv_sets,API_KEY_PEPPER),)
+export API_KEY_PEPPER ?= insecure-development-api-key-pepper-make
+endif
 
 .PHONY: install run test lint format clean lock audit
 
@@ -86,3 +96,10 @@ clean:
 .PHONY: bench
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Fault runs (issue 13): Redis, PostgreSQL, OpenBao, Qontak and a worker broken in turn under
+# eight callers, on private loopback servers; see devtools/faults. FAULTS_ARGS passes options
+# (e.g. --only pg15 qhang). Prints the table and writes devtools/faults/results/latest.md.
+.PHONY: faults
+faults: install
+	$(BIN)/python -m devtools.faults $(FAULTS_ARGS)

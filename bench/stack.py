@@ -187,10 +187,12 @@ class Stack:
     access_token: str = ""
     processes: list[Server] = field(default_factory=list)
     secret_key: str = field(default_factory=lambda: "bench-" + secrets.token_hex(16))
+    api_key_pepper: str = field(default_factory=lambda: "bench-" + secrets.token_hex(16))
 
     @property
     def secret_path(self) -> str:
-        return f"{KV_MOUNT}/data/qontak/tenants/{self.slug}"
+        """The bench tenant's secret: the only one under qontak/tenants/ in its OpenBao."""
+        return f"{KV_MOUNT}/data/qontak/tenants/"
 
     def control_plane_env(self, database_url: str | None = None) -> dict[str, str]:
         env = {
@@ -206,10 +208,13 @@ class Stack:
                 "VAULT_TOKEN": self.openbao.extra["token"],
                 "VAULT_KV_MOUNT": KV_MOUNT,
                 "QONTAK_BASE_URL": self.simulator.url,
+                # Plain http to the simulator: allowed for a loopback host listed here.
+                "QONTAK_ALLOWED_HOSTS": str(urlsplit(self.simulator.url).hostname),
                 "DEBUG": "false",
                 # Counted on every call like any limit, but never reached during the bench.
                 "QONTAK_REQUEST_CEILING": "1000000/m",
                 "SECRET_KEY": self.secret_key,
+                "API_KEY_PEPPER": self.api_key_pepper,
             }
         )
         if self.redis_url:

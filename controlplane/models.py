@@ -15,6 +15,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.qontak_urls import validate_qontak_base_url
+
 RATE_PATTERN = r"^[1-9][0-9]*/[smhd]$"
 rate_validator = RegexValidator(
     RATE_PATTERN, "Write a rate as COUNT/UNIT with UNIT one of s, m, h, d (e.g. 120/m)."
@@ -28,6 +30,7 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     qontak_base_url = models.URLField(
         blank=True,
+        validators=[validate_qontak_base_url],
         help_text="Overrides QONTAK_BASE_URL for this tenant (e.g. a regional host). "
         "Leave empty for the default.",
     )
@@ -116,6 +119,13 @@ class ApiKey(models.Model):
         max_length=16, unique=True, help_text="First characters of the key, safe to show."
     )
     digest = models.CharField(max_length=64, unique=True, editable=False)
+    pepper_id = models.CharField(
+        max_length=16,
+        blank=True,
+        editable=False,
+        help_text="Which API_KEY_PEPPER keyed the digest (a fingerprint, not the pepper); "
+        "updated to the current pepper's when the key is next used after a rotation.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -232,6 +242,11 @@ class ToolCall(models.Model):
     latency_ms = models.FloatField()
     request_id = models.CharField(max_length=64)
     message = models.CharField(max_length=500, blank=True)
+    # Names the call, so a row replayed from the audit spool twice is stored once. NULL, not
+    # "", on rows written before it existed: a unique column allows many NULLs (hence DJ001).
+    call_id = models.CharField(  # noqa: DJ001
+        max_length=32, unique=True, null=True, editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -10,6 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from controlplane.qontak_urls import DEFAULT_ALLOWED_HOSTS, qontak_url_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,7 +20,27 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-development-key-change-me")
+
+
+def _required_secrets(*names: str) -> dict[str, str]:
+    """The named secrets from the environment ("" when unset). With DEBUG off a missing one
+    stops the process at startup: a public default would let anyone forge sessions and
+    recompute API key digests."""
+    values = {name: env.str(name, default="") for name in names}
+    missing = [name for name, value in values.items() if not value]
+    if missing and not DEBUG:
+        raise ImproperlyConfigured(
+            f"{' and '.join(missing)} must be set when DEBUG is off. Generate each value "
+            'with: python -c "import secrets; print(secrets.token_urlsafe(50))" and set it in '
+            "the environment or .env. DEBUG=true allows development defaults (never in "
+            "production); `make` targets set development values themselves."
+        )
+    return values
+
+
+_SECRETS = _required_secrets("SECRET_KEY", "API_KEY_PEPPER")
+# The fallbacks are public development values, reachable only with DEBUG on.
+SECRET_KEY = _SECRETS["SECRET_KEY"] or "insecure-development-key-change-me"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -89,6 +112,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so the servers the end-to-end tests start can open it too; one per
     # test process, so two test runs on one checkout never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
+# Audit rows the database cannot take for a while wait here, on local disk, and are replayed
+# when it answers again (mcpserver.audit_writer). One directory per host and database.
+AUDIT_SPOOL_DIR = Path(env.str("AUDIT_SPOOL_DIR", default=str(BASE_DIR / ".run" / "audit-spool")))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -142,12 +168,18 @@ VAULT_SKIP_VERIFY = env.bool("VAULT_SKIP_VERIFY", default=False)
 VAULT_TIMEOUT = env.float("VAULT_TIMEOUT", default=5.0)
 
 QONTAK_BASE_URL = env.str("QONTAK_BASE_URL", default="https://app.qontak.com")
+# Hosts a Qontak base URL may name (tokens are sent there): see controlplane.qontak_urls.
+QONTAK_ALLOWED_HOSTS = env.list("QONTAK_ALLOWED_HOSTS", default=list(DEFAULT_ALLOWED_HOSTS))
+if _problems := qontak_url_problems(QONTAK_BASE_URL, QONTAK_ALLOWED_HOSTS):
+    raise ImproperlyConfigured(f"QONTAK_BASE_URL is refused: {'; '.join(_problems)}.")
 QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
 # One deadline per tool call, covering the token, every attempt and the waits between them.
 TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)
 
-# API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear.
-API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=SECRET_KEY)
+# API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear. After a
+# rotation the previous peppers still verify keys, each moved to the current one on its next use.
+API_KEY_PEPPER = _SECRETS["API_KEY_PEPPER"] or "insecure-development-pepper-change-me"
+API_KEY_OLD_PEPPERS = env.list("API_KEY_OLD_PEPPERS", default=[])
 MCP_MAX_BODY_BYTES = env.int("MCP_MAX_BODY_BYTES", default=1_000_000)
 # Unknown API keys one client address may present per minute (and worker) before its further
 # unknown keys are refused with 429 without a database query.
@@ -163,7 +195,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "controlplane.logredact.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "controlplane.logredact.RedactSecretsFilter"},
+        "aggregate_repeats": {"()": "controlplane.logformat.AggregateRepeats"},
+    },
     "formatters": {
         "json": {"()": "controlplane.logformat.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
@@ -172,13 +207,15 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain" if LOG_FORMAT == "plain" else "json",
-            "filters": ["redact_secrets"],
+            "filters": ["redact_secrets", "aggregate_repeats"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # The SDK logs "Terminating session: None" at INFO after every stateless request.
+        "mcp.server.streamable_http": {"level": "WARNING"},
     },
 }
 

@@ -4,6 +4,7 @@ the key check of every MCP request with this worker's copies of the keys it has 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -24,8 +25,9 @@ from django.utils import timezone
 
 from controlplane import config_version, vault
 from controlplane.config_version import VersionedCache
-from controlplane.errors import ApplicationError, InvalidInput, TenantNotFound
-from controlplane.models import ApiKey, QontakCredential, Tenant
+from controlplane.errors import ApplicationError, InvalidInput, QontakUrlRefused, TenantNotFound
+from controlplane.models import ApiKey, QontakCredential, Tenant, ToolCall
+from controlplane.qontak_urls import qontak_url_problems
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +70,58 @@ def tenant_create(
     )
     tenant.full_clean()
     tenant.save()
-    QontakCredential.objects.create(
-        tenant=tenant,
-        vault_mount=settings.VAULT_KV_MOUNT,
-        vault_path=vault.tenant_secret_path(slug),
-    )
+    ref = vault.tenant_secret_ref(tenant.pk)
+    QontakCredential.objects.create(tenant=tenant, vault_mount=ref.mount, vault_path=ref.path)
     return tenant
 
 
+def tenant_delete(*, tenant: Tenant) -> None:
+    """Delete a tenant that has made no tool call, destroying its Vault secret first, so no
+    later tenant can ever read it. A tenant with an audit trail is deactivated instead.
+    Raises InvalidInput, or CredentialUnavailable when Vault cannot destroy the secret (the
+    tenant is then kept)."""
+    if ToolCall.objects.filter(tenant=tenant).exists():
+        raise InvalidInput(
+            f"tenant '{tenant.slug}' has audit rows, which are kept: deactivate it instead"
+        )
+    credential = QontakCredential.objects.filter(tenant=tenant).first()
+    if credential is not None:
+        vault.destroy_secret(
+            vault.SecretRef(mount=credential.vault_mount, path=credential.vault_path)
+        )
+    tenant.delete()  # announced to every worker (config_version), which drop their copies
+
+
+@functools.lru_cache(maxsize=1024)
+def _url_problems(url: str, allowed_hosts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(qontak_url_problems(url, allowed_hosts))
+
+
 def tenant_qontak_base_url(tenant: Tenant) -> str:
-    return tenant.qontak_base_url or settings.QONTAK_BASE_URL
+    """Where the tenant's Qontak requests, and its tokens, go. Checked against
+    QONTAK_ALLOWED_HOSTS on every use, not only when saved, so a host dropped from the list
+    stops receiving tokens at once; raises QontakUrlRefused."""
+    url = tenant.qontak_base_url or settings.QONTAK_BASE_URL
+    problems = _url_problems(url, tuple(settings.QONTAK_ALLOWED_HOSTS))
+    if problems:
+        raise QontakUrlRefused(
+            f"tenant '{tenant.slug}' has a Qontak URL that is no longer allowed "
+            f"({problems[0]}); nothing was sent. An operator must correct the tenant's URL."
+        )
+    return url
 
 
-def api_key_digest(key: str) -> str:
-    """HMAC-SHA256 of a key with the server-side pepper: a database leak reveals no key."""
-    return hmac.new(settings.API_KEY_PEPPER.encode(), key.encode(), hashlib.sha256).hexdigest()
+def api_key_digest(key: str, *, pepper: str | None = None) -> str:
+    """HMAC-SHA256 of a key with the server-side pepper (API_KEY_PEPPER unless `pepper` is
+    given): a database leak reveals no key."""
+    secret = settings.API_KEY_PEPPER if pepper is None else pepper
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+def api_key_pepper_id(pepper: str) -> str:
+    """A short fingerprint naming a pepper in ApiKey.pepper_id: an HMAC of a fixed label keyed
+    with the pepper, so it tells peppers apart without revealing anything about them."""
+    return hmac.new(pepper.encode(), b"qmcp api key pepper id", hashlib.sha256).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,7 @@ def api_key_issue(
         label=label,
         prefix=key[:PREFIX_LENGTH],
         digest=api_key_digest(key),
+        pepper_id=api_key_pepper_id(settings.API_KEY_PEPPER),
         read_only=read_only,
         expires_at=expires_at,
     )
@@ -184,13 +224,25 @@ def _well_formed(key: str) -> bool:
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:
     """The usable key matching `key`, with its tenant; None for unknown, revoked or expired.
-    Blocking (database)."""
+    Blocking (database).
+
+    The key is looked up under API_KEY_PEPPER and every API_KEY_OLD_PEPPERS in one query; one
+    found under an old pepper is re-keyed to the current pepper in place, so a rotation
+    completes as keys are used."""
     if not _well_formed(key):
         return None
-    try:
-        api_key = ApiKey.objects.select_related("tenant").get(digest=api_key_digest(key))
-    except ApiKey.DoesNotExist:
+    old_peppers = [pepper for pepper in settings.API_KEY_OLD_PEPPERS if pepper]
+    peppers = dict.fromkeys([settings.API_KEY_PEPPER, *old_peppers])  # current first
+    digests = [api_key_digest(key, pepper=pepper) for pepper in peppers]
+    api_key = ApiKey.objects.select_related("tenant").filter(digest__in=digests).first()
+    if api_key is None:
         return None
+    current_digest, current_pepper_id = digests[0], api_key_pepper_id(settings.API_KEY_PEPPER)
+    if (api_key.digest, api_key.pepper_id) != (current_digest, current_pepper_id):
+        ApiKey.objects.filter(pk=api_key.pk).update(
+            digest=current_digest, pepper_id=current_pepper_id
+        )
+        api_key.digest, api_key.pepper_id = current_digest, current_pepper_id
     if not api_key_usable(api_key):
         return None
     if api_key_use_due(api_key):

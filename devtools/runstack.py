@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from controlplane.qontak_urls import DEFAULT_ALLOWED_HOSTS
 from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
@@ -42,6 +44,9 @@ def _start_dependencies() -> tuple[list[ManagedProcess], bool]:
         simulator = start_simulator(LOG_DIR, port=_preferred_port(8100))
         started.append(simulator)
         os.environ["QONTAK_BASE_URL"] = simulator.url
+        # Plain http is allowed for a loopback host only when QONTAK_ALLOWED_HOSTS lists it.
+        allowed = os.environ.get("QONTAK_ALLOWED_HOSTS") or ",".join(DEFAULT_ALLOWED_HOSTS)
+        os.environ["QONTAK_ALLOWED_HOSTS"] = f"{allowed},{urlsplit(simulator.url).hostname}"
     return started, uses_simulator
 
 
@@ -51,7 +56,7 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from controlplane import tenants, tokens
+    from controlplane import credentials, tenants
 
     call_command("migrate", verbosity=0, interactive=False)
     password = secrets.token_urlsafe(12)
@@ -68,7 +73,7 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
         tenant = tenants.tenant_create(slug=DEMO_SLUG, name="Demo (Qontak simulator)")
     if uses_simulator:
         refresh_token = create_simulator_account(settings.QONTAK_BASE_URL, DEMO_SLUG)
-        tokens.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
+        credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
     else:
         print(
             f"QONTAK_BASE_URL is set: store the demo tenant's token with\n"

@@ -29,8 +29,8 @@ from django.db import connection
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from controlplane import policies, tenants, tokens, vault
-from controlplane.models import Tenant, ToolCall
+from controlplane import credentials, policies, tenants, tokens, vault
+from controlplane.models import QontakCredential, Tenant, ToolCall
 from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
@@ -49,6 +49,12 @@ T = TypeVar("T")
 # each use lets pytest-django drop the PostgreSQL test database at the end. The servers the
 # tests start keep the production default (persistent connections).
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Tenants here point at simulators on loopback (any port). pytest-django loaded the settings
+# before this module, but the URL validator reads QONTAK_ALLOWED_HOSTS at each use; the
+# servers the tests start get the same list in their environment (start_control_plane).
+settings.QONTAK_ALLOWED_HOSTS = [*settings.QONTAK_ALLOWED_HOSTS, "127.0.0.1"]
+# Commands the tests run in processes of their own (cron-like runs) read it from there.
+os.environ["QONTAK_ALLOWED_HOSTS"] = ",".join(settings.QONTAK_ALLOWED_HOSTS)
 
 # The official client's two ways in: the 2025-11-25 handshake era and the 2026-07-28 era.
 ERAS = {"2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
@@ -105,9 +111,15 @@ def openbao(log_dir: Path) -> Iterator[ManagedProcess]:
     server.stop()
 
 
-def vault_reads(openbao: ManagedProcess, slug: str) -> int:
+def tenant_secret(tenant: Tenant) -> vault.TenantSecret | None:
+    """What Vault holds for the tenant now."""
+    return vault.read_secret(tokens.secret_ref(QontakCredential.objects.get(tenant=tenant)))
+
+
+def vault_reads(openbao: ManagedProcess, tenant: Tenant) -> int:
     """How many times Vault has answered a read of the tenant's token secret."""
-    path = f"secret/data/{vault.tenant_secret_path(slug)}"
+    credential = QontakCredential.objects.get(tenant=tenant)
+    path = f"{credential.vault_mount}/data/{credential.vault_path}"
     count = 0
     with open(openbao.extra["audit_log"]) as log:
         for line in log:
@@ -166,7 +178,9 @@ def start_control_plane(
         "VAULT_TOKEN": vault_token,
         "VAULT_TIMEOUT": "2",
         "QONTAK_BASE_URL": simulator_url,
+        "QONTAK_ALLOWED_HOSTS": ",".join(settings.QONTAK_ALLOWED_HOSTS),
         "LOG_LEVEL": "DEBUG",
+        "AUDIT_SPOOL_DIR": str(log_dir / f"audit-spool-{port}"),
         # Every test reaches it from 127.0.0.1: the session's unknown keys add up.
         "AUTH_FAILURES_PER_ADDRESS": "1000",
         **settings_env,
@@ -251,7 +265,7 @@ def make_tenant(
         qontak_url = (qontak or simulator).url
         tenant = tenants.tenant_create(slug=slug, qontak_base_url=qontak_url)
         refresh_token = create_simulator_account(qontak_url, slug)
-        tokens.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
+        credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
         issued = tenants.api_key_issue(tenant=tenant, label="test")
         return TenantWithKey(tenant=tenant, key=issued.key, account=slug)
 

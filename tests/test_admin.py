@@ -41,7 +41,7 @@ def test_adding_a_tenant_in_the_admin_creates_its_vault_reference(operator):
     )
     assert response.status_code == 302, response.content[:2000]
     credential = QontakCredential.objects.get(tenant__slug="acme")
-    assert credential.vault_path == "qontak/tenants/acme"
+    assert credential.vault_path == f"qontak/tenants/{credential.tenant_id}"
     assert LogEntry.objects.get_for_object(Tenant.objects.get(slug="acme")).exists()
 
 
@@ -97,8 +97,8 @@ def _messages(response) -> list[str]:
 
 
 def test_replacing_the_refresh_token_validates_it_and_never_shows_it(operator, openbao, simulator):
-    from controlplane import vault
     from devtools.devstack import create_simulator_account
+    from tests.conftest import tenant_secret
 
     tenant = tenant_create(slug="replace-me", qontak_base_url=simulator.url)
     url = reverse("admin:controlplane_tenant_refresh_token", args=[tenant.pk])
@@ -117,11 +117,11 @@ def test_replacing_the_refresh_token_validates_it_and_never_shows_it(operator, o
     accepted = operator.post(url, {"refresh_token": fresh}, follow=True)
     assert "Stored a validated refresh token" in " ".join(_messages(accepted))
     assert fresh not in accepted.content.decode()
-    assert vault.read_tenant_secret("replace-me") is not None
+    assert tenant_secret(tenant) is not None
 
 
 def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, openbao, simulator):
-    from controlplane.tokens import store_refresh_token
+    from controlplane.credentials import store_refresh_token
     from devtools.devstack import create_simulator_account
 
     ready = tenant_create(slug="ready", qontak_base_url=simulator.url)
@@ -569,3 +569,96 @@ def test_key_states_agree_in_the_model_the_key_list_the_tenant_list_and_the_dash
     tenants = operator.get(reverse("admin:controlplane_tenant_changelist"), {"q": "states"})
     assert [row.usable_key_count for row in tenants.context["cl"].result_list] == [2]
     assert dashboard_activity(tenant_slug="states").tenants[0].usable_keys == 2
+
+
+# Who may point a tenant at a Qontak host, and what actions imply (issue 13, items 3 and 14).
+
+
+def _staff(username: str, *codenames: str):
+    """A logged-in staff user (not a superuser) holding only the named permissions."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from django.test import Client as DjangoClient
+
+    user = get_user_model().objects.create_user(username, password="pw-123456", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client = DjangoClient()
+    client.force_login(user)
+    return client
+
+
+def _actions(client) -> set[str]:
+    listing = client.get(reverse("admin:controlplane_tenant_changelist"))
+    assert listing.status_code == 200
+    form = listing.context["action_form"]  # None when no action is allowed
+    return {name for name, _ in form.fields["action"].choices if name} if form else set()
+
+
+def test_only_a_superuser_changes_a_tenants_qontak_url(operator):
+    tenant = tenant_create(slug="pinned", qontak_base_url="https://app.qontak.com")
+    change_url = reverse("admin:controlplane_tenant_change", args=[tenant.pk])
+    staff = _staff("changer", "view_tenant", "change_tenant")
+
+    page = staff.get(change_url)
+    assert 'name="qontak_base_url"' not in page.content.decode()  # shown read-only
+    assert "https://app.qontak.com" in page.content.decode()
+    data = {**_form_data(page), "name": "Renamed", "qontak_base_url": "https://api.mekari.com"}
+    response = staff.post(change_url, data)
+    assert response.status_code == 302, response.content[:2000]
+    tenant.refresh_from_db()
+    assert (tenant.name, tenant.qontak_base_url) == ("Renamed", "https://app.qontak.com")
+
+    page = operator.get(change_url)
+    assert 'name="qontak_base_url"' in page.content.decode()
+    refused = operator.post(
+        change_url, {**_form_data(page), "qontak_base_url": "http://169.254.169.254/latest/"}
+    )
+    assert refused.status_code == 200
+    assert "add the host to QONTAK_ALLOWED_HOSTS" in refused.content.decode()
+    accepted = operator.post(
+        change_url, {**_form_data(page), "qontak_base_url": "https://api.mekari.com"}
+    )
+    assert accepted.status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.qontak_base_url == "https://api.mekari.com"
+
+
+def test_tenant_actions_need_the_permissions_their_effects_imply(db):
+    tenant = tenant_create(slug="watched")
+    viewer = _staff("viewer", "view_tenant")
+    assert _actions(viewer) == set()  # testing the connection may spend a refresh token
+    tested = viewer.post(
+        reverse("admin:controlplane_tenant_changelist"),
+        {"action": "test_connection", "_selected_action": [tenant.pk]},
+        follow=True,
+    )
+    assert tested.status_code == 200
+    assert not [shown for shown in _messages(tested) if "watched" in shown]  # nothing ran
+
+    assert _actions(_staff("changer", "view_tenant", "change_tenant")) == {
+        "rotate_now",
+        "test_connection",
+    }
+    key_manager = _staff("keys", "view_tenant", "change_tenant", "change_apikey")
+    assert {"revoke_all_keys", "test_connection"} <= _actions(key_manager)
+
+
+def test_the_audit_log_of_a_new_key_leaves_its_digest_out(operator):
+    from controlplane.tenants import api_key_issue
+
+    issued = api_key_issue(tenant=tenant_create(slug="logged"))
+    entry = LogEntry.objects.get_for_object(issued.api_key).get(action=LogEntry.Action.CREATE)
+    assert "digest" not in entry.changes_dict
+    assert issued.api_key.digest not in str(entry.changes)
+    assert "prefix" in entry.changes_dict  # the entry itself is still written
+
+
+def test_a_keys_pepper_id_is_listed_and_shown_read_only(operator):
+    from controlplane.tenants import api_key_issue
+
+    key = api_key_issue(tenant=tenant_create(slug="peppered")).api_key
+    listing = operator.get(reverse("admin:controlplane_apikey_changelist")).content.decode()
+    assert key.pepper_id and key.pepper_id in listing
+    page = operator.get(reverse("admin:controlplane_apikey_change", args=[key.pk]))
+    assert key.pepper_id in page.content.decode()
+    assert 'name="pepper_id"' not in page.content.decode()

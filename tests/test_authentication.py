@@ -102,3 +102,50 @@ def test_a_known_key_is_served_while_the_database_is_down(monkeypatch):
         return api_key
 
     assert asyncio.run(check_and_let_bookkeeping_finish()) is not None
+
+
+# Rotating API_KEY_PEPPER (issue 13, item 11).
+
+PEPPER_A = "pepper-a-" + "a" * 40
+PEPPER_B = "pepper-b-" + "b" * 40
+
+
+@pytest.mark.django_db
+def test_a_key_issued_under_the_old_pepper_authenticates_and_moves_to_the_new_one(
+    settings, django_assert_num_queries
+):
+    settings.API_KEY_PEPPER, settings.API_KEY_OLD_PEPPERS = PEPPER_A, []
+    issued = tenants.api_key_issue(tenant=tenants.tenant_create(slug="rotated"))
+    stored = ApiKey.objects.get(pk=issued.api_key.pk)
+    assert stored.pepper_id == tenants.api_key_pepper_id(PEPPER_A)
+    assert stored.digest == tenants.api_key_digest(issued.key, pepper=PEPPER_A)
+
+    settings.API_KEY_PEPPER, settings.API_KEY_OLD_PEPPERS = PEPPER_B, ["", PEPPER_A]
+    # One lookup for every pepper, one UPDATE re-keying the digest, one stamping last use.
+    with django_assert_num_queries(3) as captured:
+        found = tenants.api_key_authenticate(key=issued.key)
+    assert found is not None and found.pk == issued.api_key.pk
+    assert "IN" in captured.captured_queries[0]["sql"]
+    stored.refresh_from_db()
+    assert stored.digest == tenants.api_key_digest(issued.key, pepper=PEPPER_B)
+    assert stored.pepper_id == tenants.api_key_pepper_id(PEPPER_B) != ""
+
+    settings.API_KEY_OLD_PEPPERS = []  # rotation done: the new pepper alone verifies it
+    with django_assert_num_queries(1):
+        assert tenants.api_key_authenticate(key=issued.key) is not None
+
+
+@pytest.mark.django_db
+def test_a_key_whose_pepper_is_neither_current_nor_old_is_refused(settings):
+    settings.API_KEY_PEPPER, settings.API_KEY_OLD_PEPPERS = PEPPER_A, []
+    issued = tenants.api_key_issue(tenant=tenants.tenant_create(slug="forgotten"))
+    settings.API_KEY_PEPPER, settings.API_KEY_OLD_PEPPERS = PEPPER_B, ["pepper-c-" + "c" * 40]
+    assert tenants.api_key_authenticate(key=issued.key) is None
+    stored = ApiKey.objects.get(pk=issued.api_key.pk)
+    assert stored.digest == tenants.api_key_digest(issued.key, pepper=PEPPER_A)
+
+
+def test_the_pepper_id_tells_peppers_apart_without_revealing_them():
+    id_a, id_b = tenants.api_key_pepper_id(PEPPER_A), tenants.api_key_pepper_id(PEPPER_B)
+    assert id_a != id_b and len(id_a) == len(id_b) == 8
+    assert id_a not in PEPPER_A and id_b not in PEPPER_B

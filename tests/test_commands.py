@@ -10,13 +10,14 @@ import sys
 import uuid
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from controlplane import vault
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolCall, ToolPolicy
 from controlplane.tenants import api_key_authenticate, api_key_digest
 from devtools.devstack import create_simulator_account
+from tests.conftest import tenant_secret
 
 
 def run(*args: str, stdin: str | None = None) -> str:
@@ -40,14 +41,31 @@ def slug() -> str:
 def test_create_tenant_records_a_vault_reference_and_no_secret(openbao):
     name = slug()
     output = run(
-        "create_tenant", name, "--name", "Acme Ltd", "--qontak-base-url", "https://q.example"
+        "create_tenant", name, "--name", "Acme Ltd", "--qontak-base-url", "https://api.mekari.com"
     )
     tenant = Tenant.objects.get(slug=name)
     assert "Created tenant" in output
     assert tenant.name == "Acme Ltd"
-    assert tenant.qontak_base_url == "https://q.example"
-    assert tenant.credential.vault_path == f"qontak/tenants/{name}"
+    assert tenant.qontak_base_url == "https://api.mekari.com"
+    # By id, never reused: a tenant re-created with this slug gets a path of its own.
+    assert tenant.credential.vault_path == f"qontak/tenants/{tenant.pk}"
     assert tenant.credential.status == "missing"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "add the host to QONTAK_ALLOWED_HOSTS"),
+        ("https://app.qontak.com/?next=x", "a query string (?...) is not allowed"),
+    ],
+)
+def test_create_tenant_refuses_a_qontak_url_off_the_rules_and_says_why(url, reason):
+    name = slug()
+    with pytest.raises(CommandError, match=r"^--qontak-base-url: Refused Qontak URL") as refused:
+        run("create_tenant", name, "--qontak-base-url", url)
+    assert reason in str(refused.value)
+    assert not Tenant.objects.filter(slug=name).exists()
 
 
 @pytest.mark.django_db
@@ -120,7 +138,7 @@ def test_set_refresh_token_reads_stdin_validates_and_stores_the_rotated_token(op
     output = run("set_refresh_token", name, stdin=original + "\n")
     assert "Stored a validated refresh token" in output
     assert original not in output
-    secret = vault.read_tenant_secret(name)
+    secret = tenant_secret(Tenant.objects.get(slug=name))
     assert secret is not None
     # The validation consumed the original token: Vault holds the rotated one.
     assert secret.refresh_token and secret.refresh_token != original
@@ -135,10 +153,10 @@ def test_set_refresh_token_refuses_a_used_token_and_stores_nothing(openbao, simu
     run("create_tenant", name, "--qontak-base-url", simulator.url)
     original = create_simulator_account(simulator.url, name)
     run("set_refresh_token", name, stdin=original)
-    before = vault.read_tenant_secret(name)
+    before = tenant_secret(Tenant.objects.get(slug=name))
     with pytest.raises(CommandError, match="invalid_grant"):
         run("set_refresh_token", name, stdin=original)
-    assert vault.read_tenant_secret(name) == before
+    assert tenant_secret(Tenant.objects.get(slug=name)) == before
 
 
 @pytest.mark.django_db
@@ -168,7 +186,14 @@ def test_check_vault_fails_with_a_reason_when_vault_is_unreachable():
         [sys.executable, "manage.py", "check_vault"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "VAULT_ADDR": "http://127.0.0.1:9", "VAULT_TOKEN": "x"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "VAULT_ADDR": "http://127.0.0.1:9",
+            "VAULT_TOKEN": "x",
+            # settings.py refuses to start without them when DEBUG is off.
+            "SECRET_KEY": settings.SECRET_KEY,
+            "API_KEY_PEPPER": settings.API_KEY_PEPPER,
+        },
         timeout=60,
     )
     assert result.returncode == 1

@@ -13,6 +13,9 @@ class TenantForm(forms.ModelForm):
         fields = ("slug", "name", "is_active", "qontak_base_url", "qontak_request_ceiling")
         help_texts = {
             "name": "Shown to operators only, e.g. the customer's company name.",
+            "qontak_base_url": "Overrides QONTAK_BASE_URL for this tenant; its Qontak tokens "
+            "are sent there. https:// and a host listed in QONTAK_ALLOWED_HOSTS, no user name, "
+            "query or fragment. Only superusers can change it. Empty uses the default.",
         }
 
 

@@ -45,11 +45,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "created_at",
         "last_used_at",
         "expires_at",
+        "pepper_id",
     )
-    list_filter = (KeyStateFilter, "read_only", "tenant", "created_at", "last_used_at")
+    # By pepper id: which keys still wait for their first use since a pepper rotation.
+    list_filter = (KeyStateFilter, "read_only", "tenant", "pepper_id", "created_at", "last_used_at")
     list_select_related = ("tenant",)
     search_fields = ("prefix", "label", "tenant__slug", "tenant__name")
-    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at", "pepper_id")
     fields = ("tenant", "label", "read_only", "expires_at", *readonly_fields)
     actions = ("revoke",)
 

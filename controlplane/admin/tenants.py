@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -15,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from controlplane import tenants, tokens
+from controlplane import credentials, tenants
 from controlplane.admin.actions import confirmation_page
 from controlplane.admin.forms import (
     RateLimitPolicyForm,
@@ -116,9 +117,19 @@ class TenantAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        """The slug names the tenant's Vault secret, so it is fixed once created."""
+        """The slug names the tenant's Vault secret, so it is fixed once created. Only
+        superusers set the Qontak URL: the tenant's tokens are sent there."""
         fields = tuple(super().get_readonly_fields(request, obj))
-        return ("slug", *fields) if obj is not None else fields
+        if obj is not None:
+            fields = ("slug", *fields)
+        if not request.user.is_superuser:
+            fields = (*fields, "qontak_base_url")
+        return fields
+
+    def has_revoke_keys_permission(self, request: HttpRequest) -> bool:
+        """Revoking a tenant's keys changes API keys, not the tenant."""
+        opts = ApiKey._meta
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     @admin.display(description="Qontak token", ordering="credential__status")
     def credential_status(self, obj: Tenant) -> str:
@@ -187,7 +198,7 @@ class TenantAdmin(admin.ModelAdmin):
         form = RefreshTokenForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                tokens.store_refresh_token(
+                credentials.store_refresh_token(
                     tenant=tenant, refresh_token=form.cleaned_data["refresh_token"]
                 )
             except ApplicationError as exc:
@@ -222,24 +233,29 @@ class TenantAdmin(admin.ModelAdmin):
             return page
         for tenant in queryset:
             try:
-                seen = tokens.stored_version(tenant=tenant)
+                seen = credentials.stored_version(tenant=tenant)
             except ApplicationError as exc:
                 self.message_user(request, f"{tenant.slug}: {exc.message}", messages.ERROR)
                 continue
-            result = tokens.token_rotate(tenant=tenant, seen_version=seen, window=0, force=True)
+            result = credentials.token_rotate(
+                tenant=tenant, seen_version=seen, window=0, force=True
+            )
             level = messages.ERROR if result.failed else messages.SUCCESS
             self.message_user(request, f"{tenant.slug}: {result.action}, {result.detail}", level)
         return None
 
-    @admin.action(description="Test the connection to Qontak")
+    # Change, not view: the test may spend the tenant's refresh token on a refresh.
+    @admin.action(description="Test the connection to Qontak", permissions=("change",))
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
         for tenant in queryset:
             try:
-                self.message_user(request, tokens.tenant_connection_test(tenant=tenant))
+                self.message_user(request, credentials.tenant_connection_test(tenant=tenant))
             except ApplicationError as exc:
                 self.message_user(request, f"{tenant.slug}: {exc.message}", messages.ERROR)
 
-    @admin.action(description="Revoke every API key of these tenants…", permissions=("change",))
+    @admin.action(
+        description="Revoke every API key of these tenants…", permissions=("revoke_keys",)
+    )
     def revoke_all_keys(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> Any:
         page = confirmation_page(
             self,

@@ -3,7 +3,11 @@
 from argparse import ArgumentParser
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
 from controlplane.management.service_command import ServiceCommand
+from controlplane.qontak_urls import validate_qontak_base_url
 from controlplane.tenants import tenant_create
 
 
@@ -14,10 +18,18 @@ class Command(ServiceCommand):
         parser.add_argument("slug", help="Identifier, e.g. acme (letters, digits, - and _).")
         parser.add_argument("--name", default="", help="Display name (defaults to the slug).")
         parser.add_argument(
-            "--qontak-base-url", default="", help="Overrides QONTAK_BASE_URL for this tenant."
+            "--qontak-base-url",
+            default="",
+            help="Overrides QONTAK_BASE_URL for this tenant: https:// and a host listed in "
+            "QONTAK_ALLOWED_HOSTS.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["qontak_base_url"]:
+            try:
+                validate_qontak_base_url(options["qontak_base_url"])
+            except ValidationError as exc:
+                raise CommandError(f"--qontak-base-url: {' '.join(exc.messages)}") from None
         tenant = tenant_create(
             slug=options["slug"], name=options["name"], qontak_base_url=options["qontak_base_url"]
         )
