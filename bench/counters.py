@@ -31,7 +31,7 @@ def vault_reads(audit_log: Path, secret_path: str, offset: int) -> tuple[int, in
         if (
             entry.get("type") == "request"
             and request.get("operation") == "read"
-            and request.get("path") == secret_path
+            and str(request.get("path", "")).startswith(secret_path)
         ):
             reads += 1
     return reads, offset + len(complete)

@@ -45,6 +45,10 @@ class UpstreamError(ApplicationError):
         self.status = status
 
 
+class QontakUrlRefused(ApplicationError):
+    """The tenant's Qontak URL is not (or no longer) on QONTAK_ALLOWED_HOSTS' list."""
+
+
 class QontakPaused(ApplicationError):
     """The tenant's requests to Qontak are paused (Retry-After, or repeated failures);
     `retry_after` is in seconds."""

@@ -118,11 +118,11 @@ async def _count_on_redis(
         keys.append(pause_key(tenant_slug))
     try:
         reply = await link.run_script(COUNT_WINDOWS_LUA, keys, [*arguments, gate])
-    except RedisError:
+    except RedisError as exc:
         logger.warning(
-            "rate-limit counters unreachable",
-            exc_info=True,
-            extra={"event": "counters_unavailable"},
+            "rate-limit counters unreachable (%s)",
+            type(exc).__name__,
+            extra={"event": "counters_unavailable", "tenant": tenant_slug or None},
         )
         raise CountersUnavailable(
             "the control plane cannot reach its rate-limit counters (Redis); retry shortly"

@@ -1,37 +1,45 @@
 """A valid Qontak access token for a tenant, refreshed once however many callers need it.
 
-Warm path: an in-process cache answers without touching Vault. Cold path (first use, near
-expiry, or a 401 from Qontak): one caller per process takes a per-tenant thread lock, then the
-cross-process lock (Redis when REDIS_URL is set, otherwise a row lock on QontakCredential),
-re-reads Vault (another worker may have refreshed already) and only then calls Qontak. The
-rotated refresh token is written to Vault with check-and-set before the new access token is
-handed out, because Qontak has already invalidated the old one.
+Warm path: this worker's copy answers without touching Vault; inside the refresh margin it is
+still used while one background refresh runs. Cold path (first use, expiry, or a 401 from
+Qontak): the callers of one tenant share one refresh in this worker (single flight), which
+runs on a thread pool of its own, never Django's one thread-sensitive thread, so a slow Vault
+or Qontak for one tenant does not hold up another's calls. The refresh takes a per-tenant
+lock across every process (Redis when REDIS_URL is set, otherwise a row lock on
+QontakCredential), re-reads Vault (another worker may have refreshed already) and only then
+calls Qontak. The rotated refresh token is written to Vault with check-and-set before the new
+access token is handed out, because Qontak has already invalidated the old one.
 
-`access_token` is the tool-call path's one entry point (async: the cache is read on the event
-loop, a miss crosses to a thread); every other function here blocks.
+A token belongs to the Qontak base URL that issued it: copies and stored tokens for another
+URL are ignored, so changing a tenant's URL never sends its token to the new host. After
+Vault fails to answer, cold fetches fail at once for VAULT_QUIET_SECONDS instead of each
+waiting for the timeout again; a copy that has not expired is still used meanwhile.
+
+`access_token` is the tool-call path's one entry point (async); every other function blocks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.conf import settings
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
 from controlplane import metrics, vault
 from controlplane.errors import (
-    ApplicationError,
     CredentialMissing,
     CredentialUnavailable,
-    InvalidInput,
     ReauthorizationRequired,
     UpstreamError,
 )
@@ -44,7 +52,17 @@ logger = logging.getLogger(__name__)
 
 MAX_REFRESH_MARGIN = 300.0
 REFRESH_MARGIN_SHARE = 0.1
-LOCK_TIMEOUT = 30.0
+# Waiting for another refresh of the same tenant gives up well before a call's deadline.
+LOCK_WAIT_SECONDS = 10.0
+VAULT_QUIET_SECONDS = 5.0
+TOKEN_THREADS = 16
+
+
+def refresh_lock_ttl() -> float:
+    """How long a refresh can take at most (a Vault read, Qontak's grant, a Vault write, each
+    bounded by its timeout), with a margin: the cross-process lock must outlive it, or a
+    second worker could spend a refresh token Qontak has already rotated."""
+    return 2 * settings.VAULT_TIMEOUT + settings.QONTAK_TIMEOUT + 10.0
 
 
 @dataclass(frozen=True)
@@ -52,14 +70,19 @@ class CachedToken:
     access_token: str
     expires_at: float
     refresh_at: float
+    base_url: str
 
     def __repr__(self) -> str:
         return f"CachedToken(expires_at={self.expires_at})"
 
 
-_cache: dict[str, CachedToken] = {}
-_process_locks: dict[str, threading.Lock] = {}
+_cache: dict[int, CachedToken] = {}
+_process_locks: dict[int, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
+_vault_quiet_until = 0.0
+_token_pool = ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="tokens")
+# One refresh per (tenant, token it replaces) in flight in this worker; callers share it.
+_flights: dict[tuple[int, str | None], asyncio.Task[str]] = {}
 
 
 def refresh_margin(lifetime: float) -> float:
@@ -67,37 +90,182 @@ def refresh_margin(lifetime: float) -> float:
     return min(max(lifetime, 0.0) * REFRESH_MARGIN_SHARE, MAX_REFRESH_MARGIN)
 
 
-def _cache_entry(access_token: str, issued_at: float, expires_at: float) -> CachedToken:
+def _entry(token: str, issued_at: float, expires_at: float, base_url: str) -> CachedToken:
     return CachedToken(
-        access_token=access_token,
+        access_token=token,
         expires_at=expires_at,
         refresh_at=expires_at - refresh_margin(expires_at - issued_at),
+        base_url=base_url,
     )
 
 
-def cached_access_token(slug: str) -> str | None:
-    """The cached token when it is still fresh; no I/O, safe on the event loop."""
-    entry = _cache.get(slug)
-    if entry is not None and time.time() < entry.refresh_at:
-        return entry.access_token
-    return None
+def _copy(tenant: Tenant) -> CachedToken | None:
+    """This worker's copy, if it was issued by the tenant's current Qontak URL."""
+    entry = _cache.get(tenant.pk)
+    if entry is None or entry.base_url != tenant_qontak_base_url(tenant):
+        return None
+    return entry
 
 
-def _cached_token_still_valid(slug: str) -> str | None:
-    """The cached token even inside its refresh margin, as long as it has not expired."""
-    entry = _cache.get(slug)
-    if entry is not None and time.time() < entry.expires_at:
-        return entry.access_token
-    return None
+def _fresh_copy(tenant: Tenant, stale_token: str | None) -> str | None:
+    entry = _copy(tenant)
+    if entry is None or entry.access_token == stale_token or time.time() >= entry.refresh_at:
+        return None
+    return entry.access_token
 
 
 def forget_cached_tokens() -> None:
     _cache.clear()
 
 
-def _process_lock(slug: str) -> threading.Lock:
+async def access_token(*, tenant: Tenant, stale_token: str | None = None) -> str:
+    """The access token for a tool call. A copy that has not expired is returned at once (a
+    background refresh starts once it is due); otherwise the caller waits for the tenant's one
+    refresh in flight. `stale_token` is a token Qontak just rejected with 401."""
+    entry = _copy(tenant)
+    if stale_token is None and entry is not None and time.time() < entry.expires_at:
+        if time.time() >= entry.refresh_at:
+            _refresh_soon(tenant)
+        return entry.access_token
+    return await asyncio.shield(_flight(tenant, stale_token))
+
+
+def _flight(tenant: Tenant, stale_token: str | None) -> asyncio.Task[str]:
+    key = (tenant.pk, stale_token)
+    loop = asyncio.get_running_loop()
+    task = _flights.get(key)
+    if task is None or task.done() or task.get_loop() is not loop:
+        task = loop.create_task(_in_token_thread(tenant, stale_token))
+        _flights[key] = task
+        task.add_done_callback(
+            lambda done: _flights.pop(key, None) if _flights.get(key) is done else None
+        )
+    return task
+
+
+def _refresh_soon(tenant: Tenant) -> None:
+    """A refresh ahead of expiry, in the background; its failure is logged by the refresh
+    and the copy stays in use until it truly expires."""
+    task = _flight(tenant, None)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def _in_token_thread(tenant: Tenant, stale_token: str | None) -> str:
+    return await sync_to_async(_pooled, thread_sensitive=False, executor=_token_pool)(
+        tenant, stale_token
+    )
+
+
+def _pooled(tenant: Tenant, stale_token: str | None) -> str:
+    close_old_connections()  # a pool thread keeps its own connection: check it like a request
+    return access_token_for(tenant=tenant, stale_token=stale_token)
+
+
+def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
+    """A usable access token; refreshes (once, across processes) when needed.
+
+    `stale_token` will not be returned again. When Vault cannot be reached, a copy that has
+    not expired yet is still returned: a token that works is better than an error. Raises
+    CredentialMissing, CredentialUnavailable, ReauthorizationRequired or UpstreamError.
+    """
+    global _vault_quiet_until
+    try:
+        return _access_token_for(tenant, stale_token)
+    except CredentialUnavailable as exc:
+        if isinstance(exc, vault.VaultUnreachable):
+            _vault_quiet_until = time.monotonic() + VAULT_QUIET_SECONDS
+        logger.warning(
+            "vault_unavailable: %s",
+            exc.message,
+            extra={"event": "vault_unavailable", "tenant": tenant.slug},
+        )
+        entry = _copy(tenant)
+        if (
+            entry is not None
+            and time.time() < entry.expires_at
+            and entry.access_token != stale_token
+        ):
+            return entry.access_token
+        raise
+
+
+def _access_token_for(tenant: Tenant, stale_token: str | None) -> str:
+    cached = _fresh_copy(tenant, stale_token)
+    if cached is not None:
+        return cached
+    quiet = _vault_quiet_until - time.monotonic()
+    if quiet > 0:
+        raise CredentialUnavailable(
+            "credential store unavailable: Vault did not answer a moment ago; retry in "
+            f"{max(round(quiet), 1)} s"
+        )
+    credential = _usable_credential(tenant)
+    stored = _stored_token(tenant, credential, stale_token)  # no lock needed to read
+    if stored is not None:
+        return stored
+    with refreshing(tenant):
+        # Another thread or worker may have refreshed while we waited for the locks.
+        cached = _fresh_copy(tenant, stale_token)
+        if cached is not None:
+            return cached
+        stored = _stored_token(tenant, credential, stale_token)
+        if stored is not None:
+            return stored
+        return refresh(tenant, credential, stored_secret(tenant, credential)).access_token
+
+
+def _stored_token(
+    tenant: Tenant, credential: QontakCredential, stale_token: str | None
+) -> str | None:
+    """Vault's access token when it is still good for this URL, now this worker's copy."""
+    secret = stored_secret(tenant, credential)
+    if _needs_refresh(tenant, secret, stale_token):
+        return None
+    entry = _entry(secret.access_token, secret.issued_at, secret.expires_at, secret.base_url)
+    _cache[tenant.pk] = entry
+    return entry.access_token
+
+
+def _needs_refresh(tenant: Tenant, secret: vault.TenantSecret, stale_token: str | None) -> bool:
+    if not secret.access_token or secret.access_token == stale_token:
+        return True
+    if secret.base_url != tenant_qontak_base_url(tenant):
+        return True  # issued by another Qontak URL: never sent to this one
+    return time.time() >= secret.expires_at - refresh_margin(secret.expires_at - secret.issued_at)
+
+
+def secret_ref(credential: QontakCredential) -> vault.SecretRef:
+    return vault.SecretRef(mount=credential.vault_mount, path=credential.vault_path)
+
+
+def _usable_credential(tenant: Tenant) -> QontakCredential:
+    """The tenant's credential row; refuses one Qontak already rejected, so its token
+    endpoint is not spent on a refresh token it will refuse again."""
+    credential = QontakCredential.objects.get(tenant=tenant)
+    if credential.status == QontakCredential.Status.NEEDS_REAUTHORIZATION:
+        raise ReauthorizationRequired(
+            f"tenant '{tenant.slug}' needs re-authorization: Qontak rejected its refresh token. "
+            "Re-authorize in Qontak, then store the new token (admin: Replace refresh token, "
+            f"or `manage.py set_refresh_token {tenant.slug}`)"
+        )
+    return credential
+
+
+def stored_secret(tenant: Tenant, credential: QontakCredential) -> vault.TenantSecret:
+    """The tenant's secret; a secret this tenant never wrote (the credential row has no
+    version) is not used, whoever left it at that path."""
+    secret = vault.read_secret(secret_ref(credential))
+    if secret is None or not secret.refresh_token or credential.vault_version is None:
+        raise CredentialMissing(
+            f"no Qontak refresh token stored for tenant '{tenant.slug}': store one (admin: "
+            f"Replace refresh token, or `manage.py set_refresh_token {tenant.slug}`)"
+        )
+    return secret
+
+
+def _process_lock(tenant: Tenant) -> threading.Lock:
     with _process_locks_guard:
-        return _process_locks.setdefault(slug, threading.Lock())
+        return _process_locks.setdefault(tenant.pk, threading.Lock())
 
 
 @contextmanager
@@ -106,9 +274,9 @@ def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
     client = sync_redis()
     if client is not None:
         lock = client.lock(
-            f"qmcp:token-refresh:{tenant.slug}",
-            timeout=LOCK_TIMEOUT,
-            blocking_timeout=LOCK_TIMEOUT,
+            f"qmcp:token-refresh:{tenant.pk}",
+            timeout=refresh_lock_ttl(),
+            blocking_timeout=LOCK_WAIT_SECONDS,
         )
         if not lock.acquire():
             raise CredentialUnavailable("timed out waiting for another token refresh to finish")
@@ -131,39 +299,34 @@ def _shared_refresh_lock(tenant: Tenant) -> Iterator[None]:
         yield
 
 
-def _refresh_grant(tenant: Tenant, refresh_token: str) -> oauth.TokenGrant:
-    """Qontak's grant, its failures in the control plane's terms."""
+@contextmanager
+def refresh_lock(tenant: Tenant) -> Iterator[None]:
+    """The tenant's refresh lock in this process and across processes; waits are bounded by
+    LOCK_WAIT_SECONDS (CredentialUnavailable past it)."""
+    lock = _process_lock(tenant)
+    if not lock.acquire(timeout=LOCK_WAIT_SECONDS):
+        raise CredentialUnavailable("timed out waiting for another token refresh to finish")
     try:
-        return oauth.request_refresh_grant(
-            base_url=tenant_qontak_base_url(tenant), refresh_token=refresh_token
-        )
-    except oauth.GrantRejected:
-        raise ReauthorizationRequired(
-            "Qontak rejected the stored refresh token (invalid_grant): re-authorize in Qontak "
-            f"and store the new token with `manage.py set_refresh_token {tenant.slug}`"
-        ) from None
-    except oauth.GrantError as exc:
-        raise UpstreamError(exc.message, status=exc.status) from exc
+        with _shared_refresh_lock(tenant):
+            yield
+    finally:
+        lock.release()
 
 
-def _probe(tenant: Tenant, access_token: str) -> int:
+@contextmanager
+def refreshing(tenant: Tenant) -> Iterator[None]:
+    """`refresh_lock`, with refresh failures recorded on the credential for the admin."""
     try:
-        return oauth.verify_access_token(
-            base_url=tenant_qontak_base_url(tenant), access_token=access_token
+        with refresh_lock(tenant):
+            yield
+    except (ReauthorizationRequired, UpstreamError) as exc:
+        _record_failure(tenant, exc)
+        metrics.TOKEN_REFRESHES.labels(result="failed").inc()
+        logger.warning(
+            "token refresh failed",
+            extra={"event": "token_refresh_failed", "tenant": tenant.slug, "reason": exc.message},
         )
-    except oauth.GrantError as exc:
-        raise UpstreamError(exc.message, status=exc.status) from exc
-
-
-def _record_success(tenant: Tenant, *, version: int, expires_at: float) -> None:
-    QontakCredential.objects.filter(tenant=tenant).update(
-        vault_version=version,
-        status=QontakCredential.Status.VALID,
-        access_token_expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
-        last_refreshed_at=timezone.now(),
-        last_error="",
-        updated_at=timezone.now(),
-    )
+        raise
 
 
 def _record_failure(tenant: Tenant, error: Exception) -> None:
@@ -177,16 +340,35 @@ def _record_failure(tenant: Tenant, error: Exception) -> None:
     )
 
 
-def _store_grant(tenant: Tenant, grant: oauth.TokenGrant, *, cas: int) -> int:
-    """Vault first (check-and-set), then metadata and cache: the new token is usable only once
-    the rotated refresh token is safe. Returns the new KV version."""
+def grant(tenant: Tenant, refresh_token: str) -> oauth.TokenGrant:
+    """Qontak's grant for `refresh_token`, its failures in the control plane's terms."""
     try:
-        version = vault.write_tenant_secret(
-            tenant.slug,
-            refresh_token=grant.refresh_token,
-            access_token=grant.access_token,
-            issued_at=grant.issued_at,
-            expires_at=grant.expires_at,
+        return oauth.request_refresh_grant(
+            base_url=tenant_qontak_base_url(tenant), refresh_token=refresh_token
+        )
+    except oauth.GrantRejected:
+        raise ReauthorizationRequired(
+            "Qontak rejected the stored refresh token (invalid_grant): re-authorize in Qontak "
+            f"and store the new token with `manage.py set_refresh_token {tenant.slug}`"
+        ) from None
+    except oauth.GrantError as exc:
+        raise UpstreamError(exc.message, status=exc.status) from exc
+
+
+def keep_grant(
+    tenant: Tenant, credential: QontakCredential, token_grant: oauth.TokenGrant, *, cas: int
+) -> CachedToken:
+    """Vault first (check-and-set), then metadata and this worker's copy: the new token is
+    usable only once the rotated refresh token is safe."""
+    base_url = tenant_qontak_base_url(tenant)
+    try:
+        version = vault.write_secret(
+            secret_ref(credential),
+            refresh_token=token_grant.refresh_token,
+            access_token=token_grant.access_token,
+            issued_at=token_grant.issued_at,
+            expires_at=token_grant.expires_at,
+            base_url=base_url,
             cas=cas,
         )
     except CredentialUnavailable:
@@ -197,214 +379,31 @@ def _store_grant(tenant: Tenant, grant: oauth.TokenGrant, *, cas: int) -> int:
             extra={"event": "token_refresh_unsaved", "tenant": tenant.slug},
         )
         raise
-    _record_success(tenant, version=version, expires_at=grant.expires_at)
-    _cache[tenant.slug] = _cache_entry(grant.access_token, grant.issued_at, grant.expires_at)
-    return version
+    QontakCredential.objects.filter(pk=credential.pk).update(
+        vault_version=version,
+        status=QontakCredential.Status.VALID,
+        access_token_expires_at=datetime.fromtimestamp(token_grant.expires_at, tz=UTC),
+        last_refreshed_at=timezone.now(),
+        last_error="",
+        updated_at=timezone.now(),
+    )
+    credential.vault_version = version
+    entry = _entry(
+        token_grant.access_token, token_grant.issued_at, token_grant.expires_at, base_url
+    )
+    _cache[tenant.pk] = entry
+    return entry
 
 
-def _refresh_locked(tenant: Tenant, secret: vault.TenantSecret) -> CachedToken:
-    grant = _refresh_grant(tenant, secret.refresh_token)
-    version = _store_grant(tenant, grant, cas=secret.version)
+def refresh(
+    tenant: Tenant, credential: QontakCredential, secret: vault.TenantSecret
+) -> CachedToken:
+    """Spend the stored refresh token on a new pair; the caller holds `refreshing(tenant)`."""
+    entry = keep_grant(tenant, credential, grant(tenant, secret.refresh_token), cas=secret.version)
     metrics.TOKEN_REFRESHES.labels(result="ok").inc()
     logger.info(
         "token refreshed, Vault version %s",
-        version,
+        credential.vault_version,
         extra={"event": "token_refreshed", "tenant": tenant.slug},
     )
-    return _cache[tenant.slug]
-
-
-def _secret_needs_refresh(secret: vault.TenantSecret, stale_token: str | None) -> bool:
-    if not secret.access_token or secret.access_token == stale_token:
-        return True
-    return time.time() >= secret.expires_at - refresh_margin(secret.expires_at - secret.issued_at)
-
-
-def _stored_secret(tenant: Tenant) -> vault.TenantSecret:
-    secret = vault.read_tenant_secret(tenant.slug)
-    if secret is None or not secret.refresh_token:
-        raise CredentialMissing(
-            f"no Qontak refresh token stored for tenant '{tenant.slug}': run "
-            f"`manage.py set_refresh_token {tenant.slug}`"
-        )
-    return secret
-
-
-def _refuse_when_reauthorization_needed(tenant: Tenant) -> None:
-    """Don't spend Qontak's token endpoint on a refresh token it already rejected."""
-    status = QontakCredential.objects.filter(tenant=tenant).values_list("status", flat=True).first()
-    if status == QontakCredential.Status.NEEDS_REAUTHORIZATION:
-        raise ReauthorizationRequired(
-            f"tenant '{tenant.slug}' needs re-authorization: Qontak rejected its refresh token. "
-            f"Re-authorize in Qontak, then run `manage.py set_refresh_token {tenant.slug}`"
-        )
-
-
-@contextmanager
-def _refresh_guard(tenant: Tenant) -> Iterator[None]:
-    """Both locks, and failures recorded on the credential for the admin (after rollback)."""
-    try:
-        with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
-            yield
-    except (ReauthorizationRequired, UpstreamError) as exc:
-        _record_failure(tenant, exc)
-        metrics.TOKEN_REFRESHES.labels(result="failed").inc()
-        logger.warning(
-            "token refresh failed",
-            extra={"event": "token_refresh_failed", "tenant": tenant.slug, "reason": exc.message},
-        )
-        raise
-
-
-async def access_token(*, tenant: Tenant, stale_token: str | None = None) -> str:
-    """The access token for a tool call: this worker's copy while fresh (no thread hop), else
-    `access_token_for` in a thread."""
-    if stale_token is None:
-        cached = cached_access_token(tenant.slug)
-        if cached is not None:
-            return cached
-    return await sync_to_async(access_token_for)(tenant=tenant, stale_token=stale_token)
-
-
-def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
-    """A usable access token; refreshes (once, across processes) when needed.
-
-    `stale_token` is a token Qontak just rejected with 401: it will not be returned again.
-    When Vault cannot be reached, a cached token that has not expired yet is still returned:
-    a token that works is better than an error. Raises CredentialMissing,
-    CredentialUnavailable, ReauthorizationRequired or UpstreamError.
-    """
-    try:
-        return _access_token_for(tenant, stale_token)
-    except CredentialUnavailable as exc:
-        logger.warning(
-            "vault_unavailable: %s",
-            exc.message,
-            extra={"event": "vault_unavailable", "tenant": tenant.slug},
-        )
-        still_valid = _cached_token_still_valid(tenant.slug)
-        if still_valid is not None and still_valid != stale_token:
-            return still_valid
-        raise
-
-
-def _access_token_for(tenant: Tenant, stale_token: str | None) -> str:
-    cached = cached_access_token(tenant.slug)
-    if cached is not None and cached != stale_token:
-        return cached
-    _refuse_when_reauthorization_needed(tenant)
-    with _refresh_guard(tenant):
-        # Another thread or worker may have refreshed while we waited for the locks.
-        cached = cached_access_token(tenant.slug)
-        if cached is not None and cached != stale_token:
-            return cached
-        secret = _stored_secret(tenant)
-        if not _secret_needs_refresh(secret, stale_token):
-            entry = _cache_entry(secret.access_token, secret.issued_at, secret.expires_at)
-            _cache[tenant.slug] = entry
-            return entry.access_token
-        return _refresh_locked(tenant, secret).access_token
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """What rotate_tokens did for one tenant."""
-
-    slug: str
-    action: str  # rotated | fresh | would_rotate | failed
-    detail: str
-    expires_at: float | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.action == "failed"
-
-
-def stored_version(*, tenant: Tenant) -> int | None:
-    """The KV version of the tenant's secret now (None when absent); no lock taken."""
-    secret = vault.read_tenant_secret(tenant.slug)
-    return secret.version if secret else None
-
-
-def token_rotate(
-    *,
-    tenant: Tenant,
-    seen_version: int | None,
-    window: float,
-    force: bool = False,
-    dry_run: bool = False,
-) -> Rotation:
-    """Refresh the tenant's token if it expires within `window` seconds (any age with force).
-
-    `seen_version` is the secret's version when the caller's run began: if it changed while
-    we waited for the lock, a concurrent run (or a tool call) has just rotated the token and
-    it is left alone, so runs on several hosts never double-rotate.
-    """
-    try:
-        if dry_run:
-            secret = _stored_secret(tenant)
-            due = force or secret.expires_at - time.time() <= window
-            detail = _expiry_detail(secret.expires_at)
-            return Rotation(tenant.slug, "would_rotate" if due else "fresh", detail)
-        _refuse_when_reauthorization_needed(tenant)
-        with _refresh_guard(tenant):
-            secret = _stored_secret(tenant)
-            if secret.version != seen_version:
-                detail = "rotated by a concurrent run; " + _expiry_detail(secret.expires_at)
-                return Rotation(tenant.slug, "fresh", detail, secret.expires_at)
-            if not force and secret.expires_at - time.time() > window:
-                return Rotation(
-                    tenant.slug, "fresh", _expiry_detail(secret.expires_at), secret.expires_at
-                )
-            entry = _refresh_locked(tenant, secret)
-        return Rotation(tenant.slug, "rotated", _expiry_detail(entry.expires_at), entry.expires_at)
-    except ApplicationError as exc:
-        return Rotation(tenant.slug, "failed", exc.message)
-
-
-def _expiry_detail(expires_at: float) -> str:
-    remaining = expires_at - time.time()
-    if remaining <= 0:
-        return "access token expired"
-    return f"access token valid for {remaining / 60:.0f} more minutes"
-
-
-def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
-    """Validate a refresh token with one grant, then keep the rotated result in Vault.
-
-    The token given is consumed by the validation (Qontak rotates it), so what Vault stores is
-    the token Qontak returned, written before the grant's access token is used.
-    """
-    refresh_token = refresh_token.strip()
-    if not refresh_token:
-        raise InvalidInput("the refresh token is empty: paste it on standard input")
-    with _process_lock(tenant.slug), _shared_refresh_lock(tenant):
-        current = vault.read_tenant_secret(tenant.slug)
-        try:
-            grant = _refresh_grant(tenant, refresh_token)
-        except ReauthorizationRequired as exc:
-            raise ReauthorizationRequired(
-                "Qontak rejected this refresh token (invalid_grant): it was already used or "
-                "revoked. Generate a new one in Qontak and try again."
-            ) from exc
-        version = _store_grant(tenant, grant, cas=current.version if current else 0)
-    logger.info(
-        "refresh token validated and stored, Vault version %s",
-        version,
-        extra={"event": "token_stored", "tenant": tenant.slug},
-    )
-
-
-def tenant_connection_test(*, tenant: Tenant) -> str:
-    """Vault secret -> access token -> one Qontak API read; a sentence saying how it went.
-
-    Raises the same domain errors as a tool call would, so the admin shows the same reasons.
-    """
-    token = access_token_for(tenant=tenant)
-    status = _probe(tenant, token)
-    if status == 401:
-        token = access_token_for(tenant=tenant, stale_token=token)
-        status = _probe(tenant, token)
-    if status != 200:
-        raise UpstreamError(f"Qontak answered HTTP {status} to a read with this tenant's token")
-    return f"{tenant.slug}: Vault, token refresh and the Qontak API all answered"
+    return entry

@@ -1,15 +1,22 @@
 """The only module that talks to Vault (KV v2, through hvac).
 
-One secret per tenant at `<VAULT_KV_MOUNT>/qontak/tenants/<slug>` holding `refresh_token`,
-`access_token`, `issued_at` and `expires_at` (unix seconds). Every call is blocking: callers on
-the event loop must go through `sync_to_async`. Connection problems surface as
-CredentialUnavailable so the MCP edge can tell the assistant the credential store is down
-instead of failing with a 500.
+One secret per tenant, at the path its QontakCredential row names: `qontak/tenants/<tenant
+id>` under VAULT_KV_MOUNT for tenants created now (an id is never reused, so a re-created slug
+cannot inherit an old customer's token; older tenants keep their slug path). It holds
+`refresh_token`, `access_token`, `issued_at` and `expires_at` (unix seconds) and `base_url`,
+the Qontak the tokens were issued by. Every call is blocking: callers on the event loop must
+go through `sync_to_async`. Connection problems surface as CredentialUnavailable
+(VaultUnreachable when Vault did not answer at all) so the MCP edge can tell the assistant the
+credential store is down instead of failing with a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +27,19 @@ from django.conf import settings
 
 from controlplane.errors import CredentialUnavailable
 
+logger = logging.getLogger(__name__)
+
 TENANT_SECRET_ROOT = "qontak/tenants"  # noqa: S105 - a path, not a password
 # A token with less left than this, and no way to renew it, is reported as a problem.
 TOKEN_TTL_WARNING_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one tenant's secret lives (from its QontakCredential row)."""
+
+    mount: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,7 @@ class TenantSecret:
     issued_at: float
     expires_at: float
     version: int
+    base_url: str = ""
 
     def __repr__(self) -> str:  # never let a token reach a log through repr()
         return f"TenantSecret(version={self.version}, expires_at={self.expires_at})"
@@ -41,12 +59,18 @@ class VersionConflict(CredentialUnavailable):
     """Someone else wrote the secret since we read it (check-and-set failed)."""
 
 
+class VaultUnreachable(CredentialUnavailable):
+    """Vault did not answer (connection refused, timeout): other requests will not fare
+    better for a moment."""
+
+
 _client: hvac.Client | None = None
 _client_lock = threading.Lock()
 
 
-def tenant_secret_path(slug: str) -> str:
-    return f"{TENANT_SECRET_ROOT}/{slug}"
+def tenant_secret_ref(tenant_id: int) -> SecretRef:
+    """Where a new tenant's secret goes: by its id, which is never reused."""
+    return SecretRef(mount=settings.VAULT_KV_MOUNT, path=f"{TENANT_SECRET_ROOT}/{tenant_id}")
 
 
 def _build_client() -> hvac.Client:
@@ -93,7 +117,7 @@ def reset_client() -> None:
 
 def _unavailable(exc: Exception) -> CredentialUnavailable:
     if isinstance(exc, requests.RequestException):
-        return CredentialUnavailable(
+        return VaultUnreachable(
             f"credential store unavailable: cannot reach Vault at {settings.VAULT_ADDR}"
         )
     if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
@@ -105,13 +129,11 @@ def _unavailable(exc: Exception) -> CredentialUnavailable:
     return CredentialUnavailable(f"credential store error: {type(exc).__name__}")
 
 
-def read_tenant_secret(slug: str) -> TenantSecret | None:
+def read_secret(ref: SecretRef) -> TenantSecret | None:
     """The tenant's current secret, or None when nothing has been stored yet."""
     try:
         answer = _vault().secrets.kv.v2.read_secret_version(
-            path=tenant_secret_path(slug),
-            mount_point=settings.VAULT_KV_MOUNT,
-            raise_on_deleted_version=True,
+            path=ref.path, mount_point=ref.mount, raise_on_deleted_version=True
         )
     except hvac.exceptions.InvalidPath:
         return None
@@ -124,16 +146,18 @@ def read_tenant_secret(slug: str) -> TenantSecret | None:
         issued_at=float(data.get("issued_at") or 0),
         expires_at=float(data.get("expires_at") or 0),
         version=int(answer["data"]["metadata"]["version"]),
+        base_url=str(data.get("base_url", "")),
     )
 
 
-def write_tenant_secret(
-    slug: str,
+def write_secret(
+    ref: SecretRef,
     *,
     refresh_token: str,
     access_token: str,
     issued_at: float,
     expires_at: float,
+    base_url: str,
     cas: int | None,
 ) -> int:
     """Store the tenant's tokens and return the new KV version.
@@ -143,15 +167,16 @@ def write_tenant_secret(
     """
     try:
         answer = _vault().secrets.kv.v2.create_or_update_secret(
-            path=tenant_secret_path(slug),
+            path=ref.path,
             secret={
                 "refresh_token": refresh_token,
                 "access_token": access_token,
                 "issued_at": issued_at,
                 "expires_at": expires_at,
+                "base_url": base_url,
             },
             cas=cas,
-            mount_point=settings.VAULT_KV_MOUNT,
+            mount_point=ref.mount,
         )
     except hvac.exceptions.InvalidRequest as exc:
         if "check-and-set" in str(exc):
@@ -164,6 +189,18 @@ def write_tenant_secret(
     return int(answer["data"]["version"])
 
 
+def destroy_secret(ref: SecretRef) -> None:
+    """Delete every version and the metadata: nothing of the secret can be read or undeleted."""
+    try:
+        _vault().secrets.kv.v2.delete_metadata_and_all_versions(
+            path=ref.path, mount_point=ref.mount
+        )
+    except hvac.exceptions.InvalidPath:
+        return
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+        raise _unavailable(exc) from exc
+
+
 @dataclass(frozen=True)
 class TokenLease:
     """What Vault says of the token the control plane uses: seconds left (None: it never
@@ -171,6 +208,7 @@ class TokenLease:
 
     ttl: float | None
     renewable: bool
+    lifetime: float | None = None  # the TTL it was created with
 
     @property
     def detail(self) -> str:
@@ -188,7 +226,12 @@ def token_lease() -> TokenLease:
     except (requests.RequestException, hvac.exceptions.VaultError) as exc:
         raise _unavailable(exc) from exc
     ttl = float(data.get("ttl") or 0)
-    return TokenLease(ttl=ttl if ttl > 0 else None, renewable=bool(data.get("renewable")))
+    lifetime = float(data.get("creation_ttl") or 0)
+    return TokenLease(
+        ttl=ttl if ttl > 0 else None,
+        renewable=bool(data.get("renewable")),
+        lifetime=lifetime if lifetime > 0 else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -231,3 +274,68 @@ def vault_status() -> VaultStatus:
     except CredentialUnavailable as exc:
         return VaultStatus(True, True, True, exc.message)
     return VaultStatus(True, True, True, "ok", lease)
+
+
+# Renew our own Vault token when less than this share of its lifetime is left.
+RENEW_AT_SHARE = 1 / 3
+RENEW_CHECK_SECONDS = 60.0
+
+
+def renew_token_if_due() -> TokenLease | None:
+    """Renew the control plane's Vault token ahead of its expiry: a renewable token with a
+    third of its lifetime left is renewed; with AppRole, a token that cannot be renewed is
+    replaced by logging in again. Returns the lease afterwards (None: nothing to watch)."""
+    lease = token_lease()
+    if lease.ttl is None:
+        return None
+    if lease.ttl > (lease.lifetime or lease.ttl) * RENEW_AT_SHARE:
+        return lease
+    if lease.renewable:
+        try:
+            _vault().auth.token.renew_self()
+        except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+            raise _unavailable(exc) from exc
+        renewed = token_lease()
+        logger.info(
+            "Vault token renewed: %s",
+            renewed.detail,
+            extra={"event": "vault_token_renewed"},
+        )
+        return renewed
+    if settings.VAULT_ROLE_ID and settings.VAULT_SECRET_ID:
+        reset_client()  # the next use logs in again
+        return token_lease()
+    logger.warning(
+        "the Vault token cannot be renewed and expires in %.0f s: give the control plane a "
+        "renewable token or AppRole credentials",
+        lease.ttl,
+        extra={"event": "vault_token_expiring"},
+    )
+    return lease
+
+
+@contextlib.asynccontextmanager
+async def keeping_token_alive() -> AsyncIterator[None]:
+    """For the life of the worker (its ASGI lifespan): check the token's lease every minute
+    and renew it when due, off the event loop."""
+    from asgiref.sync import sync_to_async
+
+    async def watch() -> None:
+        while True:
+            try:
+                await sync_to_async(renew_token_if_due, thread_sensitive=False)()
+            except CredentialUnavailable as exc:
+                logger.warning(
+                    "Vault token lease not checked: %s",
+                    exc.message,
+                    extra={"event": "vault_token_unchecked"},
+                )
+            await asyncio.sleep(RENEW_CHECK_SECONDS)
+
+    task = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
 from controlplane import audit, backoff, metrics, policies, ratelimit, tokens
@@ -30,6 +31,7 @@ from controlplane.errors import (
     CredentialUnavailable,
     InvalidInput,
     QontakPaused,
+    QontakUrlRefused,
     RateLimited,
     ReauthorizationRequired,
     ToolDenied,
@@ -106,6 +108,7 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (InvalidInput, ToolCall.Outcome.INVALID_INPUT),
     (UpstreamError, ToolCall.Outcome.UPSTREAM_ERROR),
     (QontakPaused, ToolCall.Outcome.UPSTREAM_ERROR),
+    (QontakUrlRefused, ToolCall.Outcome.UNAVAILABLE),
     (CredentialUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CountersUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CredentialMissing, ToolCall.Outcome.UNAVAILABLE),
@@ -220,6 +223,7 @@ async def _send(
             params=params,
             json_body=body,
             before_retry=before_retry,
+            log_context=caller.log_context(),
         )
 
     try:
@@ -359,6 +363,7 @@ async def run_tool_call(
         latency_ms=elapsed * 1000,
         request_id=caller.request_id,
         message="" if not completed.result.is_error else completed.result.text,
+        called_at=timezone.now(),
     )
     return ToolCallDone(
         result=completed.result,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,12 +109,14 @@ async def qontak_request(
     params: dict[str, Any] | None = None,
     json_body: Any = None,
     before_retry: Callable[[FailedAttempt], Awaitable[None]] | None = None,
+    log_context: Mapping[str, Any] | None = None,
 ) -> QontakResponse:
     """Send one API request; returns whatever status Qontak answered (errors included).
 
     `deadline` is in the running loop's clock (`loop.time()`); DeadlineExceeded is raised
     when it passes first. `before_retry` sees each failed attempt before it is retried and
-    may raise to stop (quota ceilings, a tenant-wide backoff). Raises TransportFailure when
+    may raise to stop (quota ceilings, a tenant-wide backoff). `log_context` (tenant, request
+    id) goes into the retry log lines. Raises TransportFailure when
     Qontak cannot be reached and the request cannot or may not be retried.
     """
     loop = asyncio.get_running_loop()
@@ -155,7 +157,7 @@ async def qontak_request(
             failure.status,
             wait,
             path,
-            extra={"event": "qontak_retry", "status": failure.status},
+            extra={**(log_context or {}), "event": "qontak_retry", "status": failure.status},
         )
         if before_retry is not None:
             await before_retry(failure)

@@ -81,3 +81,24 @@ def test_a_nul_byte_in_a_tool_name_does_not_lose_the_row():
     assert result.is_error
     assert "\x00" not in result.text
     assert ToolCall.objects.get(tenant=caller.tenant).tool == "getcontact"
+
+
+def test_a_repeated_warning_is_logged_once_per_window_with_the_count_held_back():
+    import logging
+
+    from controlplane.logformat import AggregateRepeats
+
+    aggregate = AggregateRepeats()
+
+    def record() -> logging.LogRecord:
+        entry = logging.LogRecord("x", logging.WARNING, __file__, 1, "Redis down", None, None)
+        entry.event = "counters_unavailable"
+        return entry
+
+    first, *held = [record() for _ in range(50)]
+    assert aggregate.filter(first)
+    assert not any(aggregate.filter(entry) for entry in held)
+    later = record()
+    aggregate._seen = {k: (v[0] - 60, v[1]) for k, v in aggregate._seen.items()}
+    assert aggregate.filter(later)
+    assert later.__dict__["repeated"] == 49

@@ -11,9 +11,8 @@ import pytest
 from django.core.management import call_command
 from mcp import Client
 
-from controlplane import vault
 from controlplane.logredact import RedactSecretsFilter, redact
-from tests.conftest import audited_calls, simulator_requests, with_mcp
+from tests.conftest import audited_calls, simulator_requests, tenant_secret, with_mcp
 
 
 def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(
@@ -21,7 +20,7 @@ def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(
 ):
     caplog.set_level(logging.DEBUG)
     demo = make_tenant()
-    first_secret = vault.read_tenant_secret(demo.tenant.slug)
+    first_secret = tenant_secret(demo.tenant)
     # Expire every access token so the next call gets a 401, refreshes once and retries.
     httpx.post(f"{simulator.url}/_simulator/faults", json={"expire_access_tokens": True})
 
@@ -35,7 +34,7 @@ def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(
 
     created = with_mcp(control_plane.mcp_url, demo.key, "2026-07-28", calls)
     assert not created.is_error, created.content
-    second_secret = vault.read_tenant_secret(demo.tenant.slug)
+    second_secret = tenant_secret(demo.tenant)
     assert first_secret and second_secret
     assert second_secret.version > first_secret.version, "the expired token was not refreshed"
 

@@ -133,3 +133,13 @@ def test_a_reset_connection_is_retried_for_a_read_but_not_for_a_create(make_tena
     assert "may have been created anyway: check with list_notes" in create.result.text
     methods = [r["method"] for r in _api_requests(own_simulator, demo)]
     assert methods == ["GET", "GET", "POST"]
+
+
+def test_a_host_dropped_from_the_allowed_list_receives_nothing_more(make_tenant, settings):
+    demo = make_tenant()
+    caller = _caller(demo)
+    settings.QONTAK_ALLOWED_HOSTS = ["app.qontak.com"]  # the simulator's host is gone
+    done = _in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
+    assert done.result.is_error
+    assert "no longer allowed" in done.result.text and "nothing was sent" in done.result.text
+    assert demo.tenant.tool_calls.get().outcome == "unavailable"

@@ -49,7 +49,11 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if not await database_sync_to_async(may_watch_tool_calls)(user):
-            logger.info("live_feed_refused user=%s", getattr(user, "pk", None))
+            logger.info(
+                "live feed refused to user %s",
+                getattr(user, "pk", None),
+                extra={"event": "live_feed_refused"},
+            )
             await self.close()
             return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from controlplane import vault
+from controlplane import tokens, vault
 from controlplane.errors import CredentialUnavailable
 from controlplane.management.service_command import ServiceCommand
 from controlplane.models import Tenant
@@ -34,9 +34,9 @@ class Command(ServiceCommand):
             rows.append(("token", status.lease.detail, not expiring))
         failed = not (status.reachable and status.authenticated and status.mount_ok)
         if not failed:
-            for tenant in Tenant.objects.order_by("slug"):
+            for tenant in Tenant.objects.select_related("credential").order_by("slug"):
                 try:
-                    secret = vault.read_tenant_secret(tenant.slug)
+                    secret = vault.read_secret(tokens.secret_ref(tenant.credential))
                 except CredentialUnavailable as exc:
                     rows.append((f"tenant {tenant.slug}", str(exc), False))
                     failed = True

@@ -14,11 +14,11 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
+from controlplane.credentials import Rotation, stored_version, token_rotate
 from controlplane.errors import ApplicationError
 from controlplane.management.service_command import ServiceCommand
 from controlplane.models import Tenant
 from controlplane.tenants import tenant_get
-from controlplane.tokens import Rotation, stored_version, token_rotate
 
 DEFAULT_WINDOW_MINUTES = 60
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from controlplane.credentials import store_refresh_token
 from controlplane.management.service_command import ServiceCommand
 from controlplane.tenants import tenant_get
-from controlplane.tokens import store_refresh_token
 
 
 class Command(ServiceCommand):
