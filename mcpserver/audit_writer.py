@@ -34,21 +34,13 @@ batch. Each row is also published to the live feed while an operator watches it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import json
 import logging
-import os
-import re
 import time
-import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -57,7 +49,7 @@ from django.db import (
 )
 from django.db import connection as db_connection
 
-from controlplane import audit, metrics
+from controlplane import audit, audit_spool
 from controlplane.models import ToolCall
 from controlplane.operator import live
 
@@ -77,11 +69,6 @@ UNREACHABLE = (InterfaceError, OperationalError)
 # While spool files exist, how often the replay tries the database again; also how often a
 # worker with traffic looks for files that dead processes left.
 REPLAY_INTERVAL_SECONDS = 5.0
-# Replayed rows per INSERT (and per transaction).
-REPLAY_CHUNK_ROWS = 500
-# audit-<pid>.jsonl: the file worker <pid> appends to; audit-<pid>-<claim>.jsonl: a spool file
-# worker <pid> has taken to replay.
-SPOOL_FILE = re.compile(r"^audit-(?P<pid>[1-9][0-9]*)(?P<claim>-[0-9a-f]+)?\.jsonl$")
 
 
 @dataclass
@@ -231,7 +218,7 @@ async def _spooled(records: list[audit.ToolCallRecord], failure: BaseException) 
     """Whether the rows are now in this worker's spool file, on disk; False, logged, when the
     spool cannot be written."""
     try:
-        path = await sync_to_async(_spool_append, thread_sensitive=False)(records)
+        path = await sync_to_async(audit_spool.append, thread_sensitive=False)(records)
     except Exception as exc:  # OSError above all; whatever it is, the rows go to the log
         logger.error(
             "audit spool not writable (%s); logging the %d rows instead",
@@ -250,59 +237,6 @@ async def _spooled(records: list[audit.ToolCallRecord], failure: BaseException) 
     return True
 
 
-def _spool_append(records: list[audit.ToolCallRecord]) -> Path:
-    """Append the rows to this process's spool file and fsync it; returns the file. Blocking.
-    Raises OSError (disk full, no permission), leaving the file as it was."""
-    lines = b"".join(
-        json.dumps(audit.tool_call_stored(record), default=str).encode() + b"\n"
-        for record in records
-    )
-    directory = Path(settings.AUDIT_SPOOL_DIR)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"audit-{os.getpid()}.jsonl"
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
-            if not _is_file_at(fd, path):
-                continue  # the replay took this file meanwhile: write a new one
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                lines = b"\n" + lines  # a line cut short by a crash stays a line of its own
-            try:
-                view = memoryview(lines)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
-            if not size:
-                _fsync_directory(directory)  # so the new file's name survives a power cut
-            return path
-        finally:
-            os.close(fd)
-
-
-def _is_file_at(fd: int, path: Path) -> bool:
-    """Whether the open file `fd` is still the one named `path` (not renamed or deleted)."""
-    try:
-        named = os.stat(path)
-    except FileNotFoundError:
-        return False
-    opened = os.fstat(fd)
-    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _replay_in_background(writer: _Writer) -> None:
     if writer.replaying is None or writer.replaying.done():
         writer.replaying = asyncio.get_running_loop().create_task(_replay_spool(writer))
@@ -313,7 +247,7 @@ async def _replay_spool(writer: _Writer) -> None:
     database is unreachable, until none is left."""
     waiting = False
     try:
-        while paths := await sync_to_async(_spool_files, thread_sensitive=False)():
+        while paths := await sync_to_async(audit_spool.files, thread_sensitive=False)():
             try:
                 for path in paths:
                     await _replay_file(path)
@@ -339,72 +273,20 @@ async def _replay_spool(writer: _Writer) -> None:
         writer.next_spool_scan = time.monotonic() + REPLAY_INTERVAL_SECONDS
 
 
-def _spool_files() -> list[Path]:
-    """The spool files this process may replay: those it took before, the one it writes, then
-    those of processes no longer alive. Blocking."""
-    directory = Path(settings.AUDIT_SPOOL_DIR)
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    own: list[tuple[bool, str]] = []
-    orphaned: list[str] = []
-    for name in sorted(names):
-        match = SPOOL_FILE.match(name)
-        if match is None:
-            continue
-        pid = int(match["pid"])
-        if pid == os.getpid():
-            own.append((match["claim"] is None, name))
-        elif not _process_alive(pid):
-            orphaned.append(name)
-    return [directory / name for _, name in sorted(own)] + [directory / name for name in orphaned]
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # no signal: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's
-        return True
-    return True
-
-
-def _claimed(path: Path) -> Path | None:
-    """`path` renamed to a name of this process's, so no other worker replays it and, if this
-    process was writing it, its next rows go to a new file; None if another worker took it
-    first. Blocking."""
-    match = SPOOL_FILE.match(path.name)
-    if match and match["claim"] and int(match["pid"]) == os.getpid():
-        return path  # taken earlier
-    claimed = path.with_name(f"audit-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a write in progress ends first
-        if not _is_file_at(fd, path):
-            return None
-        os.rename(path, claimed)
-    finally:
-        os.close(fd)
-    return claimed
-
-
 async def _replay_file(path: Path) -> None:
     """Insert the rows of one spool file, a chunk per transaction, and delete the file once
     all are committed. Raises InterfaceError or OperationalError while the database is
     unreachable; the file then stays, taken by this process."""
-    off_loop = sync_to_async(_claimed, thread_sensitive=False)
+    off_loop = sync_to_async(audit_spool.claim, thread_sensitive=False)
     claimed = await off_loop(path)
     if claimed is None:
         return
-    spool = await sync_to_async(_open_spool, thread_sensitive=False)(claimed)
+    spool = await sync_to_async(audit_spool.open_file, thread_sensitive=False)(claimed)
     replayed = 0
     try:
-        while (rows := await sync_to_async(_read_rows, thread_sensitive=False)(spool)) is not None:
+        while (
+            rows := await sync_to_async(audit_spool.read_rows, thread_sensitive=False)(spool)
+        ) is not None:
             if rows:
                 await sync_to_async(_insert_replayed)(rows)
                 replayed += len(rows)
@@ -417,33 +299,6 @@ async def _replay_file(path: Path) -> None:
         path.name,
         extra={"event": "audit_replayed"},
     )
-
-
-def _open_spool(path: Path) -> BinaryIO:
-    return path.open("rb")
-
-
-def _read_rows(spool: BinaryIO) -> list[ToolCall] | None:
-    """The next rows of a spool file, None at its end. Blocking. A line that is no row (cut
-    short when its writer died, before the rows counted as written) is logged and skipped."""
-    rows: list[ToolCall] = []
-    while len(rows) < REPLAY_CHUNK_ROWS:
-        line = spool.readline()
-        if not line:
-            return rows or None
-        if not line.strip():
-            continue
-        try:
-            rows.append(audit.tool_call_restored(json.loads(line)))
-        except (KeyError, TypeError, ValueError) as exc:
-            metrics.AUDIT_WRITE_FAILURES.inc()
-            logger.error(
-                "unreadable audit spool line skipped (%s): %r",
-                type(exc).__name__,
-                line[:1000],
-                extra={"event": "audit_spool_line_unreadable"},
-            )
-    return rows
 
 
 def _insert_replayed(rows: list[ToolCall]) -> None:
