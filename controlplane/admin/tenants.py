@@ -32,6 +32,7 @@ from controlplane.models import (
     QontakCredential,
     RateLimitPolicy,
     Tenant,
+    ToolCall,
     ToolPolicy,
 )
 
@@ -272,6 +273,32 @@ class TenantAdmin(admin.ModelAdmin):
         revoked = tenants.api_keys_revoke(keys=ApiKey.objects.filter(tenant__in=queryset))
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
         return None
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """No bulk delete: each deletion destroys a Vault secret and may be refused."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """A tenant with an audit trail is deactivated, never deleted (the rows are kept)."""
+        if obj is not None and ToolCall.objects.filter(tenant=obj).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
+        tenants.tenant_delete(tenant=obj)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ApplicationError as exc:  # Vault could not destroy the secret: nothing deleted
+            self.message_user(request, f"Not deleted: {exc.message}", messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:controlplane_tenant_change", args=[object_id])
+            )
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         if change:
