@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -155,11 +156,26 @@ def start_simulator(
     return managed
 
 
-def create_simulator_account(simulator_url: str, name: str) -> str:
-    """A fresh Qontak account in the simulator; returns its first refresh token."""
+def _post_simulator_account(simulator_url: str, name: str) -> dict[str, Any]:
     response = httpx.post(f"{simulator_url}/_simulator/accounts", json={"name": name}, timeout=5)
     response.raise_for_status()
-    return str(response.json()["refresh_token"])
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def create_simulator_account(simulator_url: str, name: str) -> str:
+    """A fresh Qontak account in the simulator; returns its first refresh token."""
+    return str(_post_simulator_account(simulator_url, name)["refresh_token"])
+
+
+def create_simulator_hmac_account(simulator_url: str, name: str) -> tuple[str, str]:
+    """A Qontak account in the simulator; returns its Mekari gateway (client id, client secret).
+
+    Like `create_simulator_account` it re-authorizes an existing account (its refresh token
+    rotates); the HMAC credentials of an existing account stay the same.
+    """
+    created = _post_simulator_account(simulator_url, name)
+    return str(created["hmac_client_id"]), str(created["hmac_client_secret"])
 
 
 @dataclass

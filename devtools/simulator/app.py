@@ -1,8 +1,11 @@
-"""The ASGI app: Qontak's ``/oauth/token`` and ``/api/v3.1/...`` plus ``/_simulator`` controls.
+"""The ASGI app: Qontak's ``/oauth/token`` and ``/api/v3.1/...``, the Mekari API Gateway's
+``/qontak/crm/...``, plus ``/_simulator`` controls.
 
 API requests are not routed by Starlette but by the catalog's route table, so that every
 route of the collection is served by the handler of its kind and recorded under its
-template. Starlette only routes the small control surface tests use.
+template. A gateway request is the legacy request without ``/api/v3.1``, authenticated with
+HMAC instead of a bearer token (see gateway.py). Starlette only routes the small control
+surface tests use.
 """
 
 from __future__ import annotations
@@ -20,13 +23,23 @@ from starlette.routing import Route
 from devtools.simulator.catalog import OAUTH_PATH, Resolution
 from devtools.simulator.collection import API_PREFIX
 from devtools.simulator.envelope import ApiError
+from devtools.simulator.gateway import (
+    BAD_SIGNATURE,
+    UNKNOWN_CLIENT,
+    GatewayRejected,
+    client_id_of,
+    legacy_path,
+    parse_credentials,
+    verify,
+)
 from devtools.simulator.handlers import HANDLERS, Call
 from devtools.simulator.oauth import token_account, token_response
-from devtools.simulator.state import FailRule, RecordedRequest, SimulatorState
+from devtools.simulator.state import Account, FailRule, RecordedRequest, SimulatorState
 
 UNAUTHORIZED_MESSAGE = "The access token is invalid or has expired"
 INJECTED_MESSAGE = "Failure injected by the simulator (POST /_simulator/faults)"
 API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+SSO_HEADER = "x-crm-user-sso-id"
 
 
 def _state(request: Request) -> SimulatorState:
@@ -44,10 +57,11 @@ def _unauthorized() -> ApiError:
     )
 
 
-def _injected(rule: FailRule) -> ApiError:
-    """The error a real outage or rate limit would produce, in Qontak's envelope."""
+def _injected(rule: FailRule, via_gateway: bool) -> ApiError:
+    """The error a real outage or rate limit would produce, in Qontak's envelope (a 401 in
+    the shape of the form's own authentication failure)."""
     if rule.status == 401:
-        return _unauthorized()
+        return GatewayRejected(BAD_SIGNATURE) if via_gateway else _unauthorized()
     headers = {"Retry-After": str(rule.retry_after)} if rule.status == 429 else {}
     code = "too_many_requests" if rule.status == 429 else "simulated_failure"
     return ApiError(rule.status, code, INJECTED_MESSAGE, headers=headers)
@@ -65,6 +79,46 @@ class _DroppedConnection(Response):
 def _bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _path_with_query(request: Request) -> str:
+    """The request target as the client sent (and signed) it: raw path and raw query."""
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = raw_path + b"?" + query if query else raw_path
+    return target.decode("latin-1")
+
+
+def _claimed_account(state: SimulatorState, request: Request, via_gateway: bool) -> str | None:
+    """Whose credentials an API request carries, even if they fail (for the request log)."""
+    if not via_gateway:
+        return state.account_for_access_token(_bearer(request))
+    client_id = client_id_of(request.headers.get("authorization", ""))
+    account = state.account_for_hmac_client(client_id or "")
+    return account.name if account else None
+
+
+async def _authenticate(state: SimulatorState, request: Request, via_gateway: bool) -> Account:
+    """The account an API request acts for; raises the form's 401 if it does not prove one."""
+    if not via_gateway:
+        account = state.authenticate(_bearer(request))
+        if account is None:
+            raise _unauthorized()
+        return account
+    credentials = parse_credentials(request.headers.get("authorization", ""))
+    account = state.account_for_hmac_client(credentials.client_id)
+    if account is None:
+        raise GatewayRejected(UNKNOWN_CLIENT)
+    verify(
+        credentials,
+        secret=account.hmac_client_secret,
+        method=request.method,
+        path_with_query=_path_with_query(request),
+        headers=request.headers,
+        body=await request.body(),
+        now=state.clock(),
+    )
+    return account
 
 
 async def _read_body(request: Request) -> Any:
@@ -85,11 +139,8 @@ async def _read_body(request: Request) -> Any:
 
 
 def _answer_api(
-    state: SimulatorState, request: Request, resolution: Resolution, body: Any
+    state: SimulatorState, account: Account, request: Request, resolution: Resolution, body: Any
 ) -> dict[str, Any]:
-    account = state.authenticate(_bearer(request))
-    if account is None:
-        raise _unauthorized()
     route = resolution.route
     method, path = request.method, request.url.path
     if route is None:
@@ -117,14 +168,17 @@ async def serve(request: Request) -> Response:
     """Answer and record one Qontak request (anything outside Qontak's paths is a bare 404)."""
     state = _state(request)
     method, path = request.method, request.url.path
-    if path.rstrip("/") != OAUTH_PATH and not path.startswith(API_PREFIX + "/"):
+    gateway_path = legacy_path(path)
+    api_path = gateway_path or path
+    if path.rstrip("/") != OAUTH_PATH and not api_path.startswith(API_PREFIX + "/"):
         error = ApiError(404, "not_found", f"No route matches {method} {path}")
         return JSONResponse(error.body, status_code=404)
 
-    resolution = state.catalog.resolve(method, path)
+    resolution = state.catalog.resolve(method, api_path)
     is_token = path.rstrip("/") == OAUTH_PATH
+    via_gateway = gateway_path is not None
     body: Any = None
-    account = None if is_token else state.account_for_access_token(_bearer(request))
+    account = None if is_token else _claimed_account(state, request, via_gateway)
     headers: dict[str, str] = {}
     try:
         body = await _read_body(request)
@@ -133,11 +187,11 @@ async def serve(request: Request) -> Response:
             account = token_account(state, params)
         if state.latency_ms:
             await anyio.sleep(state.latency_ms / 1000)
-        injected = state.take_failure(path)
+        injected = state.take_failure(path, api_path)
         if injected is not None and injected.reset:
             status, payload = 0, None
         elif injected is not None:
-            raise _injected(injected)
+            raise _injected(injected, via_gateway)
         elif is_token and resolution.route is not None:
             status, payload = token_response(state, params)
         elif is_token:
@@ -148,7 +202,8 @@ async def serve(request: Request) -> Response:
                 headers={"Allow": ", ".join(resolution.allowed)},
             )
         else:
-            status, payload = 200, _answer_api(state, request, resolution, body)
+            authenticated = await _authenticate(state, request, via_gateway)
+            status, payload = 200, _answer_api(state, authenticated, request, resolution, body)
     except ApiError as error:
         status, payload, headers = error.status, error.body, error.headers
     state.record(
@@ -160,6 +215,7 @@ async def serve(request: Request) -> Response:
             query=dict(request.query_params),
             body=body,
             status=status,
+            sso_user=request.headers.get(SSO_HEADER),
         )
     )
     if status == 0:
@@ -189,23 +245,43 @@ async def healthz(request: Request) -> Response:
 
 
 async def create_account(request: Request) -> Response:
-    """Add a tenant, or re-authorize an existing one (its old refresh token becomes stale)."""
+    """Add a tenant, or re-authorize an existing one (its old refresh token becomes stale).
+
+    A new tenant also gets gateway HMAC credentials (``hmac_client_id`` and
+    ``hmac_client_secret`` in the answer); a payload may choose them.
+    """
     try:
         payload = await _control_json(request)
     except ValueError as error:
         return _control_error(400, str(error))
-    name, refresh_token = payload.get("name"), payload.get("refresh_token")
-    if not isinstance(name, str) or not name or not isinstance(refresh_token, str | None):
-        return _control_error(400, "name (string) is required; refresh_token must be a string")
+    name = payload.get("name")
+    strings = ("refresh_token", "hmac_client_id", "hmac_client_secret")
+    if (
+        not isinstance(name, str)
+        or not name
+        or not all(isinstance(payload.get(key), str | None) for key in strings)
+    ):
+        return _control_error(400, f"name (string) is required; {', '.join(strings)} are strings")
     username, password = payload.get("username"), payload.get("password")
-    account = _state(request).add_account(
-        name,
-        refresh_token or None,
-        username=str(username) if username is not None else None,
-        password=str(password) if password is not None else None,
-    )
+    try:
+        account = _state(request).add_account(
+            name,
+            payload.get("refresh_token") or None,
+            username=str(username) if username is not None else None,
+            password=str(password) if password is not None else None,
+            hmac_client_id=payload.get("hmac_client_id") or None,
+            hmac_client_secret=payload.get("hmac_client_secret") or None,
+        )
+    except ValueError as error:
+        return _control_error(409, str(error))
     return JSONResponse(
-        {"name": account.name, "refresh_token": account.refresh_token}, status_code=201
+        {
+            "name": account.name,
+            "refresh_token": account.refresh_token,
+            "hmac_client_id": account.hmac_client_id,
+            "hmac_client_secret": account.hmac_client_secret,
+        },
+        status_code=201,
     )
 
 

@@ -1,4 +1,4 @@
-"""Everything the simulator remembers: accounts, tokens, recorded requests and faults.
+"""Everything the simulator remembers: accounts, credentials, recorded requests and faults.
 
 The app may serve from a uvicorn thread while a test reads or changes this state from
 another, so every mutation happens under one re-entrant lock.
@@ -25,7 +25,8 @@ INVALID_GRANT_DESCRIPTION = (
 
 @dataclass
 class Account:
-    """A Qontak tenant: its OAuth history and its own copy of the CRM data."""
+    """A Qontak tenant: its OAuth history, its gateway HMAC credentials and its own copy of
+    the CRM data (both forms of the API see the same records)."""
 
     name: str
     refresh_token: str | None
@@ -37,11 +38,15 @@ class Account:
     refresh_count: int = 0
     stale_refresh_attempts: int = 0
     access_tokens_issued: int = 0
+    hmac_client_id: str = ""
+    hmac_client_secret: str = field(default="", repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "refresh_token": self.refresh_token,
+            "hmac_client_id": self.hmac_client_id,
+            "hmac_client_secret": self.hmac_client_secret,
             "refresh_count": self.refresh_count,
             "stale_refresh_attempts": self.stale_refresh_attempts,
             "access_tokens_issued": self.access_tokens_issued,
@@ -57,7 +62,9 @@ class AccessToken:
 
 @dataclass
 class RecordedRequest:
-    """One call to ``/oauth/token`` or ``/api/...``, as the simulator saw and answered it."""
+    """One call to ``/oauth/token``, ``/api/...`` or ``/qontak/crm/...``, as the simulator saw
+    and answered it. ``route`` is the legacy template in both forms; ``sso_user`` is the
+    ``X-Crm-User-Sso-Id`` header (the CRM user the call acts as), if sent."""
 
     account: str | None
     method: str
@@ -66,6 +73,7 @@ class RecordedRequest:
     query: dict[str, str]
     body: Any
     status: int
+    sso_user: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +82,10 @@ class RecordedRequest:
 @dataclass
 class FailRule:
     """Answer the next ``remaining`` requests under ``path_prefix`` with ``status`` (a 429
-    carries ``retry_after`` seconds), or drop the connection mid-answer when ``reset``."""
+    carries ``retry_after`` seconds), or drop the connection mid-answer when ``reset``.
+
+    A gateway request matches by its own path or by its legacy one, so ``/api/v3.1/deals``
+    also fails ``/qontak/crm/deals`` while ``/qontak/crm/`` fails the gateway form only."""
 
     status: int
     remaining: int
@@ -128,14 +139,15 @@ def _int_field(payload: Mapping[str, Any], key: str, default: int, minimum: int)
 class SimulatorState:
     """The simulator's memory; tests may read and change it directly or over ``/_simulator``.
 
-    ``clock`` (monotonic seconds) decides access token expiry; tests can pass a fake one.
+    ``clock`` (Unix seconds) decides access token expiry and is the time the gateway's
+    ``Date`` check compares with; tests can pass a fake one.
     """
 
     def __init__(
         self,
         access_token_ttl: float = DEFAULT_ACCESS_TOKEN_TTL,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         catalog: Catalog | None = None,
     ) -> None:
         self.access_token_ttl = float(access_token_ttl)
@@ -157,13 +169,24 @@ class SimulatorState:
         *,
         username: str | None = None,
         password: str | None = None,
+        hmac_client_id: str | None = None,
+        hmac_client_secret: str | None = None,
     ) -> Account:
-        """Create a tenant, or re-authorize an existing one with a new refresh token."""
+        """Create a tenant, or re-authorize an existing one with a new refresh token.
+
+        A new tenant gets gateway HMAC credentials, generated unless given; given ones replace
+        an existing tenant's. Raises ValueError if another tenant has that client id.
+        """
         token = refresh_token or secrets.token_urlsafe(32)
         with self.lock:
+            owner = self.account_for_hmac_client(hmac_client_id or "")
+            if owner is not None and owner.name != name:
+                raise ValueError(f"HMAC client id {hmac_client_id!r} belongs to {owner.name}")
             account = self.accounts.get(name)
             if account is None:
                 account = Account(name, token, RecordStore(self.catalog.models))
+                account.hmac_client_id = secrets.token_hex(10)
+                account.hmac_client_secret = secrets.token_urlsafe(32)
                 self.accounts[name] = account
             else:
                 if account.refresh_token:
@@ -171,6 +194,8 @@ class SimulatorState:
                 account.refresh_token = token
             if username is not None:
                 account.username, account.password = username, password
+            account.hmac_client_id = hmac_client_id or account.hmac_client_id
+            account.hmac_client_secret = hmac_client_secret or account.hmac_client_secret
             return account
 
     def _grant(self, account: Account) -> TokenGrant:
@@ -232,6 +257,14 @@ class SimulatorState:
         token = self.access_tokens.get(access_token)
         return token.account if token else None
 
+    def account_for_hmac_client(self, client_id: str) -> Account | None:
+        """The account whose gateway client id this is; None if unknown."""
+        with self.lock:
+            return next(
+                (a for a in self.accounts.values() if client_id and a.hmac_client_id == client_id),
+                None,
+            )
+
     def account_for_refresh_token(self, refresh_token: str) -> str | None:
         with self.lock:
             for account in self.accounts.values():
@@ -283,11 +316,11 @@ class SimulatorState:
         with self.lock:
             self.fail_rules.append(FailRule(status, count, path_prefix))
 
-    def take_failure(self, path: str) -> FailRule | None:
-        """Consume one injected failure matching ``path``."""
+    def take_failure(self, *paths: str) -> FailRule | None:
+        """Consume one injected failure matching any of ``paths``."""
         with self.lock:
             for rule in self.fail_rules:
-                if path.startswith(rule.path_prefix) and rule.remaining > 0:
+                if any(p.startswith(rule.path_prefix) for p in paths) and rule.remaining > 0:
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self.fail_rules.remove(rule)

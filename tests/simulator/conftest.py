@@ -8,9 +8,13 @@ accounts, `acme` and `globex`, whose access tokens expire on a `FakeClock`.
 from __future__ import annotations
 
 import copy
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
 
 from devtools.simulator import SimulatorState, create_app
@@ -22,10 +26,11 @@ INVALID_GRANT = "invalid_grant"
 
 
 class FakeClock:
-    """A monotonic clock the test moves by hand, so expiry needs no sleeping."""
+    """A clock (Unix seconds) the test moves by hand, so expiry needs no sleeping and the
+    gateway's Date check compares with a known time."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -50,6 +55,23 @@ def state(clock: FakeClock) -> SimulatorState:
 @pytest.fixture
 def client(state: SimulatorState) -> TestClient:
     return TestClient(create_app(state))
+
+
+@pytest.fixture
+def threaded_server(state: SimulatorState) -> Iterator[str]:
+    """The app served by uvicorn in a thread, as integration tests of the control plane do."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(state), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -10,14 +10,11 @@ from __future__ import annotations
 import select
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from devtools.simulator import SimulatorState, create_app
@@ -139,6 +136,10 @@ def test_control_endpoints_manage_accounts_and_the_request_log(
     assert created.status_code == 201
     token = created.json()["refresh_token"]
     assert token and state.accounts["initech"].refresh_token == token
+    hmac_credentials = (created.json()["hmac_client_id"], created.json()["hmac_client_secret"])
+    initech = state.accounts["initech"]
+    assert all(hmac_credentials)
+    assert hmac_credentials == (initech.hmac_client_id, initech.hmac_client_secret)
     assert client.get("/_simulator/accounts/nobody").status_code == 404
     assert client.post("/_simulator/accounts", json={"refresh_token": "x"}).status_code == 400
 
@@ -156,6 +157,7 @@ def test_control_endpoints_manage_accounts_and_the_request_log(
             "query": {},
             "body": {"grant_type": "refresh_token", "refresh_token": token},
             "status": 200,
+            "sso_user": None,
         }
     ]
     assert client.delete("/_simulator/requests").status_code == 204
@@ -182,23 +184,6 @@ async def test_the_app_also_serves_httpx_async_clients_over_asgi(state: Simulato
         response = await client.get("/api/v3.1/pipelines/1/stages", headers=bearer(token))
     assert response.status_code == 200
     assert state.requests[-1].route == "GET /api/v3.1/pipelines/:pipeline_id/stages"
-
-
-@pytest.fixture
-def threaded_server(state: SimulatorState) -> Iterator[str]:
-    """The app served by uvicorn in a thread, as integration tests of the control plane do."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(state), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_state_can_be_read_from_another_thread_while_uvicorn_serves(

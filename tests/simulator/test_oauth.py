@@ -46,6 +46,8 @@ def test_a_used_refresh_token_is_rejected_with_invalid_grant_and_counted_as_stal
     assert account == {
         "name": "acme",
         "refresh_token": new_token,
+        "hmac_client_id": state.accounts["acme"].hmac_client_id,
+        "hmac_client_secret": state.accounts["acme"].hmac_client_secret,
         "refresh_count": 1,
         "stale_refresh_attempts": 1,
         "access_tokens_issued": 1,
