@@ -152,7 +152,9 @@ class VersionedCache(Generic[Key, Value]):
         self._entries: dict[Key, tuple[str, float, Value]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Key, version: str | None) -> Value | None:
+    def get(self, key: Key, version: str | None, *, any_age: bool = False) -> Value | None:
+        """The copy read under `version`; older than MAX_AGE_SECONDS only with `any_age`,
+        for when the database cannot be asked again (no announcement has said it changed)."""
         if version is None:
             return None
         with self._lock:
@@ -160,7 +162,9 @@ class VersionedCache(Generic[Key, Value]):
         if entry is None:
             return None
         entry_version, read_at, value = entry
-        if entry_version != version or time.monotonic() - read_at > MAX_AGE_SECONDS:
+        if entry_version != version:
+            return None
+        if not any_age and time.monotonic() - read_at > MAX_AGE_SECONDS:
             return None
         return value
 

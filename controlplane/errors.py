@@ -25,6 +25,10 @@ class CredentialUnavailable(ApplicationError):
     """The credential store (Vault) cannot be reached or refused us; retrying later may help."""
 
 
+class DatabaseUnavailable(ApplicationError):
+    """The control plane's own database cannot be reached; retrying later may help."""
+
+
 class CountersUnavailable(ApplicationError):
     """The shared rate-limit counters (Redis) cannot be reached: no call is admitted uncounted."""
 

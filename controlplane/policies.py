@@ -14,11 +14,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Model
 from django.db.models.signals import post_delete
 
 from controlplane.config_version import VersionedCache
-from controlplane.errors import InvalidInput
+from controlplane.errors import DatabaseUnavailable, InvalidInput
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
 
 
@@ -81,11 +82,21 @@ def cached_tenant_policy(*, tenant_id: int, version: str | None) -> TenantPolicy
 
 async def policy_for_call(*, tenant_id: int, version: str | None) -> TenantPolicy:
     """The tenant's policies for a tool call: this worker's copy when current (no thread hop),
-    else the database in a thread."""
+    else the database in a thread; while the database cannot be reached, this worker's copy
+    of any age (no announcement said it changed). Raises DatabaseUnavailable."""
     cached = cached_tenant_policy(tenant_id=tenant_id, version=version)
     if cached is not None:
         return cached
-    return await sync_to_async(tenant_policy)(tenant_id=tenant_id, version=version)
+    try:
+        return await sync_to_async(tenant_policy)(tenant_id=tenant_id, version=version)
+    except DatabaseError:
+        aged = _policies.get(tenant_id, version, any_age=True)
+        if aged is not None:
+            return aged
+        raise DatabaseUnavailable(
+            "the control plane cannot reach its database to read this tenant's policies; "
+            "retry shortly"
+        ) from None
 
 
 def tenant_policy(*, tenant_id: int, version: str | None = None) -> TenantPolicy:

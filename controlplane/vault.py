@@ -1,10 +1,12 @@
 """The only module that talks to Vault (KV v2, through hvac).
 
 One secret per tenant, at the path its QontakCredential row names: `qontak/tenants/<tenant
-id>` under VAULT_KV_MOUNT for tenants created now (an id is never reused, so a re-created slug
-cannot inherit an old customer's token; older tenants keep their slug path). It holds
-`refresh_token`, `access_token`, `issued_at` and `expires_at` (unix seconds) and `base_url`,
-the Qontak the tokens were issued by. Every call is blocking: callers on the event loop must
+id>-<random>` under VAULT_KV_MOUNT for tenants created now (never reused, so a re-created slug,
+or an id reused after a database restore, cannot inherit an old customer's token; older
+tenants keep their slug path). A legacy OAuth
+tenant's holds `refresh_token`, `access_token`, `issued_at` and `expires_at` (unix seconds)
+and `base_url`, the Qontak the tokens were issued by; a Mekari gateway tenant's holds
+`client_secret`. Every call is blocking: callers on the event loop must
 go through `sync_to_async`. Connection problems surface as CredentialUnavailable
 (VaultUnreachable when Vault did not answer at all) so the MCP edge can tell the assistant the
 credential store is down instead of failing with a 500.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,8 +72,12 @@ _client_lock = threading.Lock()
 
 
 def tenant_secret_ref(tenant_id: int) -> SecretRef:
-    """Where a new tenant's secret goes: by its id, which is never reused."""
-    return SecretRef(mount=settings.VAULT_KV_MOUNT, path=f"{TENANT_SECRET_ROOT}/{tenant_id}")
+    """Where a new tenant's secret goes: its id and a random suffix, so even an id reused
+    after a database restore names a fresh path. The credential row keeps the reference."""
+    suffix = secrets.token_hex(4)
+    return SecretRef(
+        mount=settings.VAULT_KV_MOUNT, path=f"{TENANT_SECRET_ROOT}/{tenant_id}-{suffix}"
+    )
 
 
 def _build_client() -> hvac.Client:
@@ -129,8 +136,8 @@ def _unavailable(exc: Exception) -> CredentialUnavailable:
     return CredentialUnavailable(f"credential store error: {type(exc).__name__}")
 
 
-def read_secret(ref: SecretRef) -> TenantSecret | None:
-    """The tenant's current secret, or None when nothing has been stored yet."""
+def read_fields(ref: SecretRef) -> tuple[dict[str, Any], int] | None:
+    """The secret's fields and KV version, or None when nothing has been stored yet."""
     try:
         answer = _vault().secrets.kv.v2.read_secret_version(
             path=ref.path, mount_point=ref.mount, raise_on_deleted_version=True
@@ -139,13 +146,40 @@ def read_secret(ref: SecretRef) -> TenantSecret | None:
         return None
     except (requests.RequestException, hvac.exceptions.VaultError) as exc:
         raise _unavailable(exc) from exc
-    data: dict[str, Any] = answer["data"]["data"]
+    return dict(answer["data"]["data"]), int(answer["data"]["metadata"]["version"])
+
+
+def write_fields(ref: SecretRef, fields: dict[str, Any], *, cas: int | None) -> int:
+    """Store the fields and return the new KV version.
+
+    `cas` is the version we read (0 when the secret must not exist yet); a mismatch raises
+    VersionConflict rather than overwriting what another process just wrote.
+    """
+    try:
+        answer = _vault().secrets.kv.v2.create_or_update_secret(
+            path=ref.path, secret=fields, cas=cas, mount_point=ref.mount
+        )
+    except hvac.exceptions.InvalidRequest as exc:
+        if "check-and-set" in str(exc):
+            raise VersionConflict("the secret changed while we were updating it; retry") from exc
+        raise _unavailable(exc) from exc
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+        raise _unavailable(exc) from exc
+    return int(answer["data"]["version"])
+
+
+def read_secret(ref: SecretRef) -> TenantSecret | None:
+    """The tenant's OAuth tokens, or None when nothing has been stored yet."""
+    found = read_fields(ref)
+    if found is None:
+        return None
+    data, version = found
     return TenantSecret(
         refresh_token=str(data.get("refresh_token", "")),
         access_token=str(data.get("access_token", "")),
         issued_at=float(data.get("issued_at") or 0),
         expires_at=float(data.get("expires_at") or 0),
-        version=int(answer["data"]["metadata"]["version"]),
+        version=version,
         base_url=str(data.get("base_url", "")),
     )
 
@@ -160,33 +194,18 @@ def write_secret(
     base_url: str,
     cas: int | None,
 ) -> int:
-    """Store the tenant's tokens and return the new KV version.
-
-    `cas` is the version we read (0 when the secret must not exist yet); a mismatch raises
-    VersionConflict rather than overwriting a token another process just rotated.
-    """
-    try:
-        answer = _vault().secrets.kv.v2.create_or_update_secret(
-            path=ref.path,
-            secret={
-                "refresh_token": refresh_token,
-                "access_token": access_token,
-                "issued_at": issued_at,
-                "expires_at": expires_at,
-                "base_url": base_url,
-            },
-            cas=cas,
-            mount_point=ref.mount,
-        )
-    except hvac.exceptions.InvalidRequest as exc:
-        if "check-and-set" in str(exc):
-            raise VersionConflict(
-                "the token secret changed while we were updating it; retry"
-            ) from exc
-        raise _unavailable(exc) from exc
-    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
-        raise _unavailable(exc) from exc
-    return int(answer["data"]["version"])
+    """Store the tenant's OAuth tokens (check-and-set, see write_fields); the new version."""
+    return write_fields(
+        ref,
+        {
+            "refresh_token": refresh_token,
+            "access_token": access_token,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "base_url": base_url,
+        },
+        cas=cas,
+    )
 
 
 def destroy_secret(ref: SecretRef) -> None:

@@ -37,7 +37,7 @@ def _pages() -> list[str]:
         reverse("admin:controlplane_toolcall_export"),
         reverse("admin:controlplane_tenant_changelist"),
         reverse("admin:controlplane_tenant_change", args=[tenant.pk]),
-        reverse("admin:controlplane_tenant_refresh_token", args=[tenant.pk]),
+        reverse("admin:controlplane_tenant_credential", args=[tenant.pk]),
         reverse("admin:controlplane_apikey_add"),
     ]
 

@@ -26,7 +26,7 @@ from controlplane import audit, metrics
 from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import tenant_create
 from mcpserver import audit_writer, pipeline
-from tests.conftest import in_process_caller, run_tool_call_and_drain
+from tests.calls import in_process_caller, run_tool_call_and_drain
 
 
 @pytest.fixture

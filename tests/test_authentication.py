@@ -149,3 +149,21 @@ def test_the_pepper_id_tells_peppers_apart_without_revealing_them():
     id_a, id_b = tenants.api_key_pepper_id(PEPPER_A), tenants.api_key_pepper_id(PEPPER_B)
     assert id_a != id_b and len(id_a) == len(id_b) == 8
     assert id_a not in PEPPER_A and id_b not in PEPPER_B
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_known_key_past_its_copy_age_is_served_while_the_database_is_down(monkeypatch):
+    tenant = tenants.tenant_create(slug="aged")
+    issued = tenants.api_key_issue(tenant=tenant)
+
+    async def check() -> ApiKey | None:
+        return await tenants.api_key_for_request(key=issued.key, version="v1")
+
+    assert asyncio.run(check()) is not None
+    monkeypatch.setattr(config_version, "MAX_AGE_SECONDS", 0.0)  # the copy has aged
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(tenants, "api_key_authenticate", down)
+    assert asyncio.run(check()) is not None

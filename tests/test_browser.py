@@ -23,7 +23,7 @@ from mcp import Client as McpClient
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from devtools.devstack import create_simulator_account
-from tests.conftest import with_mcp
+from tests.calls import with_mcp
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -20,12 +20,8 @@ from controlplane.config_version import VersionedCache
 from controlplane.models import Tenant
 from controlplane.tenants import PREFIX_LENGTH
 from devtools.devstack import wait_until_ready
-from tests.conftest import (
-    ControlPlaneServer,
-    PrivateRedis,
-    audited_calls,
-    start_control_plane,
-)
+from tests.calls import audited_calls
+from tests.servers import ControlPlaneServer, PrivateRedis, start_control_plane
 
 WATCH_LIVE = "following configuration changes"
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}

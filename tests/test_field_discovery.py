@@ -12,7 +12,8 @@ from mcp import Client
 
 from devtools.simulator.collection import load_requests
 from qontak.endpoints import ENDPOINTS_BY_NAME
-from tests.conftest import simulator_requests, with_mcp
+from tests.calls import with_mcp
+from tests.servers import simulator_requests
 
 DISCOVERY_TOOLS = {
     "get_required_fields_for_contact": ("contacts", {}),

@@ -19,7 +19,7 @@ from mcp import Client as McpClient
 
 from controlplane.asgi import websockets as websocket_app
 from controlplane.operator.live import EVENT_TYPE, LIVE_GROUP
-from tests.conftest import with_mcp
+from tests.calls import with_mcp
 
 SOCKET_PATH = "/ws/tool-calls/"
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -242,7 +242,7 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
     from django.core.cache import cache
 
     from controlplane.operator import live
-    from tests.conftest import in_process_caller, run_tool_call_and_drain
+    from tests.calls import in_process_caller, run_tool_call_and_drain
 
     caller = in_process_caller("watch", "req-watch")
     tenant = caller.tenant

@@ -11,7 +11,8 @@ import pytest
 from mcp import Client
 
 from controlplane.tenants import PREFIX_LENGTH, api_key_revoke
-from tests.conftest import audited_calls, simulator_requests, with_mcp
+from tests.calls import audited_calls, with_mcp
+from tests.servers import simulator_requests
 
 CONTACT_TOOLS = {
     "list_contacts",

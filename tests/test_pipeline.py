@@ -11,7 +11,7 @@ import pytest
 from controlplane import metrics, policies
 from controlplane.models import ToolCall
 from mcpserver import pipeline
-from tests.conftest import in_process_caller, run_tool_call_and_drain
+from tests.calls import in_process_caller, run_tool_call_and_drain
 
 
 def _calls(caller: pipeline.Caller, calls: list[tuple[str, dict]]) -> list[pipeline.ToolResult]:
@@ -102,3 +102,31 @@ def test_a_repeated_warning_is_logged_once_per_window_with_the_count_held_back()
     aggregate._seen = {k: (v[0] - 60, v[1]) for k, v in aggregate._seen.items()}
     assert aggregate.filter(later)
     assert later.__dict__["repeated"] == 49
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_while_reading_policies_is_unavailable_not_an_internal_error(
+    monkeypatch,
+):
+    from django.db import OperationalError
+
+    from controlplane import config_version
+
+    caller = in_process_caller("pgdown", "req-pgdown")
+    aged = in_process_caller("pgaged", "req-pgaged")
+    caller = pipeline.Caller(**{**caller.__dict__, "config_version": "v1"})
+    aged = pipeline.Caller(**{**aged.__dict__, "config_version": "v1"})
+    _calls(aged, [("no_such_tool", {})])  # leaves a copy of its policies under v1
+    monkeypatch.setattr(config_version, "MAX_AGE_SECONDS", 0.0)
+
+    def down(**kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(policies, "tenant_policy", down)
+    (refused,) = _calls(caller, [("get_contact", {"id": 1})])
+    (served,) = _calls(aged, [("no_such_tool", {})])
+    assert refused.text.startswith("the control plane cannot reach its database")
+    monkeypatch.undo()
+    outcomes = dict(ToolCall.objects.values_list("request_id", "outcome"))
+    assert outcomes["req-pgdown"] == "unavailable"
+    assert served.text.startswith("unknown tool")

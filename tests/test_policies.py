@@ -24,16 +24,14 @@ from controlplane.models import Tenant, ToolCall
 from controlplane.tenants import api_key_issue, tenant_create
 from mcpserver import pipeline
 from qontak import endpoints
-from tests.conftest import (
+from tests.calls import (
     audited_calls,
     in_process_caller,
     mcp_client,
     run_tool_call_and_drain,
-    set_simulator_faults,
-    simulator_requests,
-    start_control_plane,
     with_mcp,
 )
+from tests.servers import set_simulator_faults, simulator_requests, start_control_plane
 
 
 def _api_requests(simulator, account: str) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from controlplane import policies, ratelimit
 from controlplane.redis.link import RedisLink
-from tests.conftest import PrivateRedis
+from tests.servers import PrivateRedis
 
 
 async def test_concurrent_commands_each_get_their_own_reply(private_redis):

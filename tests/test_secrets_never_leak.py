@@ -12,7 +12,8 @@ from django.core.management import call_command
 from mcp import Client
 
 from controlplane.logredact import RedactSecretsFilter, redact
-from tests.conftest import audited_calls, simulator_requests, tenant_secret, with_mcp
+from tests.calls import audited_calls, with_mcp
+from tests.servers import simulator_requests, tenant_secret
 
 
 def test_tokens_and_keys_stay_out_of_database_logs_and_audit_export(

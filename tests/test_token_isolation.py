@@ -16,7 +16,7 @@ import pytest
 from controlplane import tenants, tokens, vault
 from controlplane.errors import CredentialMissing, CredentialUnavailable
 from controlplane.models import QontakCredential
-from tests.conftest import set_simulator_faults, simulator_account, tenant_secret
+from tests.servers import set_simulator_faults, simulator_account, tenant_secret
 
 
 @pytest.fixture(autouse=True)
@@ -179,3 +179,28 @@ def test_the_control_plane_renews_its_own_vault_token_ahead_of_expiry(
     finally:
         settings.VAULT_TOKEN = openbao.extra["token"]
         vault.reset_client()
+
+
+def test_storing_a_token_over_a_secret_this_tenant_never_wrote_is_refused(
+    simulator, transactional_db
+):
+    from controlplane import credentials
+    from controlplane.errors import InvalidInput
+    from devtools.devstack import create_simulator_account
+
+    tenant = tenants.tenant_create(slug="squatted", qontak_base_url=simulator.url)
+    ref = tokens.secret_ref(QontakCredential.objects.get(tenant=tenant))
+    vault.write_secret(
+        ref,
+        refresh_token="someone-elses",
+        access_token="",
+        issued_at=0,
+        expires_at=0,
+        base_url="",
+        cas=None,
+    )
+    fresh = create_simulator_account(simulator.url, "squatted")
+    with pytest.raises(InvalidInput, match="never wrote"):
+        credentials.store_refresh_token(tenant=tenant, refresh_token=fresh)
+    stored = vault.read_secret(ref)
+    assert stored is not None and stored.refresh_token == "someone-elses"

@@ -23,17 +23,16 @@ from mcp.client.streamable_http import streamable_http_client
 from controlplane import tokens, vault
 from controlplane.models import QontakCredential, Tenant
 from devtools.devstack import SealedVault, free_port, start_simulator
-from tests.conftest import (
+from tests.calls import audited_calls, with_mcp
+from tests.servers import (
     ControlPlaneServer,
     _test_database_url,
-    audited_calls,
     set_simulator_faults,
     simulator_account,
     simulator_requests,
     start_control_plane,
     tenant_secret,
     vault_reads,
-    with_mcp,
 )
 
 

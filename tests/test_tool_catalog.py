@@ -14,7 +14,8 @@ from mcp_types import CallToolResult, TextContent
 
 from devtools.simulator.collection import CollectionRequest, load_requests
 from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
-from tests.conftest import audited_calls, simulator_requests, with_mcp
+from tests.calls import audited_calls, with_mcp
+from tests.servers import simulator_requests
 
 OAUTH_ROUTE = "POST /oauth/token"
 COLLECTION_ROUTES = {request.route_key for request in load_requests()}

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from tests.conftest import audited_calls, simulator_requests, with_mcp
+from tests.calls import audited_calls, with_mcp
+from tests.servers import simulator_requests
 
 
 @dataclass(frozen=True)

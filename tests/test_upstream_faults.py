@@ -13,7 +13,8 @@ import pytest
 from controlplane import backoff
 from mcpserver import audit_writer, pipeline
 from qontak.client import close_client
-from tests.conftest import TenantWithKey, set_simulator_faults, simulator_requests
+from tests.calls import TenantWithKey
+from tests.servers import set_simulator_faults, simulator_requests
 
 
 def _caller(demo: TenantWithKey) -> pipeline.Caller:

@@ -17,7 +17,7 @@ from devtools.devstack import (
     free_port,
     wait_until_ready,
 )
-from tests.conftest import _test_database_url
+from tests.servers import _test_database_url
 
 POLICY = """
 path "secret/data/qontak/tenants/*" { capabilities = ["create", "read", "update"] }

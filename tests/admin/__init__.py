@@ -1,0 +1,1 @@
+"""The operator's admin pages: every model reachable, writes through the services."""

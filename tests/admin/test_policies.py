@@ -1,0 +1,57 @@
+"""Rate limits and tool policies edited inline on the tenant page."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from controlplane.tenants import tenant_create
+from tests.admin.pages import form_data
+
+
+def test_policies_edited_inline_on_the_tenant_page_apply_to_the_next_call(operator):
+    from controlplane import policies
+    from controlplane.models import RateLimitPolicy, ToolPolicy
+
+    tenant = tenant_create(slug="inline")
+    url = reverse("admin:controlplane_tenant_change", args=[tenant.pk])
+    data = form_data(operator.get(url))
+    data.update(
+        {
+            "rate_limits-TOTAL_FORMS": "1",
+            "rate_limits-0-rate": "30/m",
+            "rate_limits-0-tool": "",
+            "tool_policies-TOTAL_FORMS": "1",
+            "tool_policies-0-tool": "delete_contact",
+            "tool_policies-0-effect": "deny",
+        }
+    )
+    response = operator.post(url, data)
+    assert response.status_code == 302, response.content[:3000]
+    policy = policies.tenant_policy(tenant_id=tenant.pk)
+    assert [rule.rate for rule in policy.rate_rules] == ["30/m"]
+    assert not policy.tool_allowed(
+        tool="delete_contact", api_key_id=1, key_read_only=False, tool_read_only=False
+    )
+
+    # Narrowing the rate to one tool replaces the tenant-wide rule instead of adding one.
+    data = form_data(operator.get(url))
+    data["rate_limits-0-tool"] = "list_contacts"
+    assert operator.post(url, data).status_code == 302
+    assert list(RateLimitPolicy.objects.values_list("tool", "rate")) == [("list_contacts", "30/m")]
+    assert ToolPolicy.objects.get(tenant=tenant).effect == "deny"
+
+
+def test_tool_policy_inline_offers_only_this_tenants_keys(operator):
+    from controlplane.tenants import api_key_issue
+
+    tenant = tenant_create(slug="mine")
+    mine = api_key_issue(tenant=tenant).api_key
+    theirs = api_key_issue(tenant=tenant_create(slug="theirs")).api_key
+    page = operator.get(reverse("admin:controlplane_tenant_change", args=[tenant.pk]))
+    formset = next(
+        inline.formset
+        for inline in page.context["inline_admin_formsets"]
+        if inline.formset.prefix == "tool_policies"
+    )
+    choices = set(formset.empty_form.fields["api_key"].queryset)
+    assert mine in choices and theirs not in choices
