@@ -113,6 +113,7 @@ class ToolCallRecord:
     message: str
     called_at: datetime  # timezone-aware; the row's created_at
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    qontak_user: str = ""  # the CRM user (Mekari SSO id) the call acted as, if any
 
 
 def _row(record: ToolCallRecord) -> ToolCall:
@@ -130,6 +131,7 @@ def _row(record: ToolCallRecord) -> ToolCall:
         latency_ms=record.latency_ms,
         request_id=record.request_id,
         message=record.message[:500],
+        qontak_user=record.qontak_user,
     )
 
 
@@ -161,6 +163,7 @@ STORED_ROW_FIELDS = (
     "latency_ms",
     "request_id",
     "message",
+    "qontak_user",
 )
 
 
@@ -226,6 +229,7 @@ EXPORT_FIELDS = (
     "arguments_digest",
     "arguments",
     "message",
+    "qontak_user",
 )
 
 
@@ -243,6 +247,7 @@ def tool_call_export_row(call: ToolCall) -> dict[str, Any]:
         "arguments_digest": call.arguments_digest,
         "arguments": call.arguments,
         "message": call.message,
+        "qontak_user": call.qontak_user,
     }
 
 

@@ -1,6 +1,6 @@
-"""Operators' work on a tenant's Qontak credential: storing a refresh token, rotating ahead of
-use, and testing the connection. The admin, the commands and cron call these; the tool-call
-path only ever asks controlplane.tokens for an access token."""
+"""Operators' work on a tenant's Qontak credential: storing a refresh token or a Mekari HMAC
+credential, rotating ahead of use, and testing the connection. The admin, the commands and
+cron call these; the tool-call path only ever asks controlplane.tokens for credentials."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from controlplane import tokens, vault
+from django.conf import settings
+from django.utils import timezone
+
+from controlplane import config_version, tokens, vault
 from controlplane.errors import (
     ApplicationError,
     InvalidInput,
@@ -17,7 +20,7 @@ from controlplane.errors import (
 )
 from controlplane.models import QontakCredential, Tenant
 from controlplane.tenants import tenant_qontak_base_url
-from qontak import oauth
+from qontak import mekari, oauth
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ class Rotation:
     """What rotate_tokens did for one tenant."""
 
     slug: str
-    action: str  # rotated | fresh | would_rotate | failed
+    action: str  # rotated | fresh | would_rotate | failed | not_applicable
     detail: str
     expires_at: float | None = None
 
@@ -60,6 +63,8 @@ def token_rotate(
     we waited for the lock, a concurrent run (or a tool call) has just rotated the token and
     it is left alone, so runs on several hosts never double-rotate.
     """
+    if tenant.auth == Tenant.Auth.MEKARI_HMAC:
+        return Rotation(tenant.slug, "not_applicable", "Mekari HMAC credential: nothing to refresh")
     try:
         credential = _credential(tenant)
         if dry_run:
@@ -103,7 +108,14 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
         raise InvalidInput("the refresh token is empty: paste it on standard input")
     with tokens.refresh_lock(tenant):
         credential = _credential(tenant)
-        current = vault.read_secret(tokens.secret_ref(credential))
+        ref = tokens.secret_ref(credential)
+        current = vault.read_secret(ref)
+        if current is not None and credential.vault_version is None:
+            raise InvalidInput(
+                f"Vault already holds a secret at {ref.mount}/{ref.path} that this tenant never "
+                "wrote (left by an earlier installation?); nothing was stored. Have it "
+                "destroyed in Vault (`bao kv metadata delete` on that path), then try again."
+            )
         try:
             token_grant = tokens.grant(tenant, refresh_token)
         except ReauthorizationRequired as exc:
@@ -128,11 +140,90 @@ def _probe(tenant: Tenant, access_token: str) -> int:
         raise UpstreamError(exc.message, status=exc.status) from exc
 
 
+def store_hmac_credential(*, tenant: Tenant, client_id: str, client_secret: str) -> None:
+    """Validate a Mekari HMAC credential with one signed read, then keep the secret in Vault
+    and the client id on the credential row; nothing is stored when the gateway refuses it.
+    Workers pick the new one up on the next call (announced); calls in flight finish with
+    the old one. Raises InvalidInput (what is wrong and what to do) or UpstreamError."""
+    client_id, client_secret = client_id.strip(), client_secret.strip()
+    if tenant.auth != Tenant.Auth.MEKARI_HMAC:
+        raise InvalidInput(
+            f"tenant '{tenant.slug}' uses {tenant.get_auth_display()}: an HMAC credential is "
+            "only for tenants created with --auth mekari-hmac"
+        )
+    if not client_id:
+        raise InvalidInput(
+            "the client id is empty: give --client-id from the Mekari Developer Center"
+        )
+    if not client_secret:
+        raise InvalidInput("the client secret is empty: paste it on standard input")
+    candidate = mekari.HmacCredential(client_id=client_id, client_secret=client_secret)
+    status, said = _gateway_probe(tenant, candidate)
+    if status == 401:
+        raise InvalidInput(
+            "the Mekari API Gateway refused this client id and secret"
+            f"{' (' + said + ')' if said else ''}: check both in the Mekari Developer Center "
+            "(the credential needs the qontak-crm:all scope); nothing was stored"
+        )
+    if status != 200:
+        raise UpstreamError(
+            f"the Mekari API Gateway answered HTTP {status} to a signed read"
+            f"{' (' + said + ')' if said else ''}; nothing was stored, try again later",
+            status=status,
+        )
+    with tokens.refresh_lock(tenant):
+        credential = _credential(tenant)
+        ref = tokens.secret_ref(credential)
+        current = vault.read_fields(ref)
+        if current is not None and credential.vault_version is None:
+            raise InvalidInput(
+                f"Vault already holds a secret at {ref.mount}/{ref.path} that this tenant "
+                "never wrote; nothing was stored. Have it destroyed in Vault, then try again."
+            )
+        version = vault.write_fields(
+            ref, {"client_secret": client_secret}, cas=current[1] if current else 0
+        )
+        QontakCredential.objects.filter(pk=credential.pk).update(
+            client_id=client_id,
+            vault_version=version,
+            status=QontakCredential.Status.VALID,
+            last_error="",
+            updated_at=timezone.now(),
+        )
+    config_version.announce_change_on_commit()
+    logger.info(
+        "HMAC credential validated and stored, Vault version %s",
+        version,
+        extra={"event": "hmac_credential_stored", "tenant": tenant.slug},
+    )
+
+
+def _gateway_probe(tenant: Tenant, credential: mekari.HmacCredential) -> tuple[int, str]:
+    try:
+        return mekari.probe(
+            base_url=tenant_qontak_base_url(tenant),
+            credential=credential,
+            sso_user=tenant.default_qontak_user,
+            timeout=settings.QONTAK_TIMEOUT,
+        )
+    except mekari.GatewayUnreachable as exc:
+        raise UpstreamError(f"the Mekari API Gateway did not answer: {exc}") from exc
+
+
 def tenant_connection_test(*, tenant: Tenant) -> str:
-    """Vault secret -> access token -> one Qontak API read; a sentence saying how it went.
+    """Vault secret -> credential -> one Qontak API read; a sentence saying how it went.
 
     Raises the same domain errors as a tool call would, so the admin shows the same reasons.
     """
+    if tenant.auth == Tenant.Auth.MEKARI_HMAC:
+        status, said = _gateway_probe(tenant, tokens.hmac_credential_for(tenant=tenant))
+        if status != 200:
+            raise UpstreamError(
+                f"the Mekari API Gateway answered HTTP {status} to a signed read"
+                f"{': ' + said if said else ''}",
+                status=status,
+            )
+        return f"{tenant.slug}: Vault and the Mekari API Gateway answered; the credential works"
     token = tokens.access_token_for(tenant=tenant)
     status = _probe(tenant, token)
     if status == 401:

@@ -23,11 +23,35 @@ rate_validator = RegexValidator(
 )
 
 
+SSO_USER_HELP = (
+    "The Mekari SSO id (a UUID) of the Qontak CRM user calls act as: records get that user as "
+    "creator or owner, and Qontak applies that user's permissions."
+)
+
+
 class Tenant(models.Model):
     """One Qontak account, reached through the keys and credential that belong to it."""
 
+    class Auth(models.TextChoices):
+        """How the control plane authenticates to Qontak for this tenant; a kind added later
+        (Mekari OAuth2) is one more choice and one more scheme, not a new model."""
+
+        MEKARI_HMAC = "mekari-hmac", "Mekari API Gateway (HMAC client id and secret)"
+        QONTAK_OAUTH = "qontak-oauth", "Legacy Qontak OAuth (refresh token)"
+
     slug = models.SlugField(unique=True, help_text="Stable identifier used by commands and Vault.")
     name = models.CharField(max_length=200)
+    auth = models.CharField(
+        max_length=20,
+        choices=Auth.choices,
+        default=Auth.QONTAK_OAUTH,
+        help_text="Companies onboarding today get Mekari HMAC credentials.",
+    )
+    default_qontak_user = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text=SSO_USER_HELP + " Used for API keys and members that name no user.",
+    )
     qontak_base_url = models.URLField(
         blank=True,
         validators=[validate_qontak_base_url],
@@ -66,6 +90,11 @@ class QontakCredential(models.Model):
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="credential")
     vault_mount = models.CharField(max_length=100)
     vault_path = models.CharField(max_length=300, help_text="KV v2 path of the token secret.")
+    client_id = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Mekari HMAC client id (not secret; the client secret is in Vault).",
+    )
     vault_version = models.PositiveIntegerField(
         null=True, blank=True, help_text="KV version last written; used for check-and-set."
     )
@@ -133,6 +162,9 @@ class ApiKey(models.Model):
     read_only = models.BooleanField(
         default=False,
         help_text="Read-only preset: only tools annotated readOnlyHint are listed and callable.",
+    )
+    qontak_user = models.CharField(
+        max_length=64, blank=True, help_text=SSO_USER_HELP + " Empty: the tenant's default."
     )
 
     objects = ApiKeyQuerySet.as_manager()
@@ -240,6 +272,9 @@ class ToolCall(models.Model):
     outcome = models.CharField(max_length=20, choices=Outcome.choices, db_index=True)
     upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
     latency_ms = models.FloatField()
+    qontak_user = models.CharField(
+        max_length=64, blank=True, help_text="The CRM user (Mekari SSO id) the call acted as."
+    )
     request_id = models.CharField(max_length=64)
     message = models.CharField(max_length=500, blank=True)
     # Names the call, so a row replayed from the audit spool twice is stored once. NULL, not

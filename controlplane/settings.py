@@ -172,6 +172,9 @@ QONTAK_BASE_URL = env.str("QONTAK_BASE_URL", default="https://app.qontak.com")
 QONTAK_ALLOWED_HOSTS = env.list("QONTAK_ALLOWED_HOSTS", default=list(DEFAULT_ALLOWED_HOSTS))
 if _problems := qontak_url_problems(QONTAK_BASE_URL, QONTAK_ALLOWED_HOSTS):
     raise ImproperlyConfigured(f"QONTAK_BASE_URL is refused: {'; '.join(_problems)}.")
+# The CRM root of the Mekari API Gateway, the default for tenants with Mekari HMAC credentials
+# (checked against QONTAK_ALLOWED_HOSTS whenever a tenant uses it).
+MEKARI_GATEWAY_URL = env.str("MEKARI_GATEWAY_URL", default="https://api.mekari.com/qontak/crm")
 QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
 # One deadline per tool call, covering the token, every attempt and the waits between them.
 TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)

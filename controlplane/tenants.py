@@ -11,6 +11,7 @@ import logging
 import secrets
 import string
 import time
+import uuid
 from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,22 +58,43 @@ def tenant_create(
     qontak_base_url: str = "",
     is_active: bool = True,
     qontak_request_ceiling: str = "",
+    auth: str = Tenant.Auth.QONTAK_OAUTH,
+    default_qontak_user: str = "",
 ) -> Tenant:
     """Create a tenant and its (empty) Vault credential reference."""
     if Tenant.objects.filter(slug=slug).exists():
         raise InvalidInput(f"tenant '{slug}' already exists")
+    if auth not in Tenant.Auth.values:
+        raise InvalidInput(f"'{auth}' is no credential kind: use {' or '.join(Tenant.Auth.values)}")
     tenant = Tenant(
         slug=slug,
         name=name or slug,
         qontak_base_url=qontak_base_url,
         is_active=is_active,
         qontak_request_ceiling=qontak_request_ceiling,
+        auth=auth,
+        default_qontak_user=sso_user_checked(default_qontak_user),
     )
     tenant.full_clean()
     tenant.save()
     ref = vault.tenant_secret_ref(tenant.pk)
     QontakCredential.objects.create(tenant=tenant, vault_mount=ref.mount, vault_path=ref.path)
     return tenant
+
+
+def sso_user_checked(value: str) -> str:
+    """A Mekari SSO user id as Qontak expects it (a UUID, normalized), or "" for none; raises
+    InvalidInput for anything else."""
+    value = value.strip()
+    if not value:
+        return ""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInput(
+            f"'{value[:60]}' is not a Mekari SSO user id: give the UUID shown for the user in "
+            "Qontak's user settings (e.g. 5f0c6b1e-0a1b-4c2d-8e3f-445566778899)"
+        ) from None
 
 
 def tenant_delete(*, tenant: Tenant) -> None:
@@ -101,7 +123,12 @@ def tenant_qontak_base_url(tenant: Tenant) -> str:
     """Where the tenant's Qontak requests, and its tokens, go. Checked against
     QONTAK_ALLOWED_HOSTS on every use, not only when saved, so a host dropped from the list
     stops receiving tokens at once; raises QontakUrlRefused."""
-    url = tenant.qontak_base_url or settings.QONTAK_BASE_URL
+    default = (
+        settings.MEKARI_GATEWAY_URL
+        if tenant.auth == Tenant.Auth.MEKARI_HMAC
+        else settings.QONTAK_BASE_URL
+    )
+    url = tenant.qontak_base_url or default
     problems = _url_problems(url, tuple(settings.QONTAK_ALLOWED_HOSTS))
     if problems:
         raise QontakUrlRefused(
@@ -139,8 +166,10 @@ def api_key_issue(
     label: str = "",
     read_only: bool = False,
     expires_at: datetime | None = None,
+    qontak_user: str = "",
 ) -> IssuedKey:
-    """Create a key; the clear value exists only in the returned object, shown once."""
+    """Create a key; the clear value exists only in the returned object, shown once.
+    `qontak_user` is the Mekari SSO id of the CRM user its calls act as."""
     key = API_KEY_SCHEME + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
         tenant=tenant,
@@ -150,6 +179,7 @@ def api_key_issue(
         pepper_id=api_key_pepper_id(settings.API_KEY_PEPPER),
         read_only=read_only,
         expires_at=expires_at,
+        qontak_user=sso_user_checked(qontak_user),
     )
     return IssuedKey(api_key=api_key, key=key)
 
@@ -329,10 +359,11 @@ async def api_key_for_request(
     *, key: str, version: str | None, client_address: str = ""
 ) -> ApiKey | None:
     """The usable key for `key`: this worker's copy when it belongs to `version` (no I/O),
-    else the database in a thread. A copy's last use is recorded in the background, so a
-    worker that follows configuration changes keeps serving known keys while the database is
-    down. Raises TooManyFailedAuthentications, or DatabaseError when the database is needed
-    and cannot be reached."""
+    else the database in a thread. A copy's last use is recorded in the background, and a copy
+    past its age is still used when the database cannot be reached, so a worker that follows
+    configuration changes keeps serving known keys while the database is down. Raises
+    TooManyFailedAuthentications, or DatabaseError when the database is needed and cannot be
+    reached."""
     digest = api_key_digest(key)
     known = _known_keys.get(digest, version)
     if known is not None and api_key_usable(known):
@@ -342,7 +373,14 @@ async def api_key_for_request(
             task.add_done_callback(_bookkeeping.discard)
         return known
     _failed.check(client_address, version)
-    api_key = await sync_to_async(_authenticate_request)(key)
+    try:
+        api_key = await sync_to_async(_authenticate_request)(key)
+    except DatabaseError:
+        # The copy has only aged: no announcement said the key changed. Better than a 503.
+        known = _known_keys.get(digest, version, any_age=True)
+        if known is not None and api_key_usable(known):
+            return known
+        raise
     if api_key is None:
         _known_keys.discard(digest)
         _failed.record(client_address, version)

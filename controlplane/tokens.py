@@ -46,7 +46,7 @@ from controlplane.errors import (
 from controlplane.models import QontakCredential, Tenant
 from controlplane.redis import sync_redis
 from controlplane.tenants import tenant_qontak_base_url
-from qontak import oauth
+from qontak import mekari, oauth
 
 logger = logging.getLogger(__name__)
 
@@ -407,3 +407,64 @@ def refresh(
         extra={"event": "token_refreshed", "tenant": tenant.slug},
     )
     return entry
+
+
+# Mekari gateway tenants: the HMAC client secret, read from Vault once per worker and kept
+# until a configuration change is announced (set_hmac_credential announces one), or for at
+# most HMAC_COPY_SECONDS without a live subscription.
+HMAC_COPY_SECONDS = 30.0
+_hmac_copies: dict[int, tuple[mekari.HmacCredential, str | None, float]] = {}
+
+
+async def hmac_credential(*, tenant: Tenant, version: str | None) -> mekari.HmacCredential:
+    """The tenant's gateway credential for a tool call: this worker's copy while it belongs to
+    `version` (or is young enough without one), else Vault on a token thread."""
+    copy = _hmac_copies.get(tenant.pk)
+    if copy is not None:
+        credential, copied_under, copied_at = copy
+        if (version is not None and copied_under == version) or (
+            version is None and time.monotonic() - copied_at < HMAC_COPY_SECONDS
+        ):
+            return credential
+    return await asyncio.shield(_hmac_flight(tenant, version))
+
+
+def _hmac_flight(tenant: Tenant, version: str | None) -> asyncio.Task[mekari.HmacCredential]:
+    async def read() -> mekari.HmacCredential:
+        credential = await sync_to_async(
+            _pooled_hmac, thread_sensitive=False, executor=_token_pool
+        )(tenant)
+        _hmac_copies[tenant.pk] = (credential, version, time.monotonic())
+        return credential
+
+    return asyncio.get_running_loop().create_task(read())
+
+
+def _pooled_hmac(tenant: Tenant) -> mekari.HmacCredential:
+    close_old_connections()
+    return hmac_credential_for(tenant=tenant)
+
+
+def hmac_credential_for(*, tenant: Tenant) -> mekari.HmacCredential:
+    """The tenant's client id (database) and client secret (Vault). Raises CredentialMissing
+    or CredentialUnavailable."""
+    global _vault_quiet_until
+    quiet = _vault_quiet_until - time.monotonic()
+    if quiet > 0:
+        raise CredentialUnavailable(
+            "credential store unavailable: Vault did not answer a moment ago; retry in "
+            f"{max(round(quiet), 1)} s"
+        )
+    credential = QontakCredential.objects.get(tenant=tenant)
+    try:
+        found = vault.read_fields(secret_ref(credential))
+    except vault.VaultUnreachable:
+        _vault_quiet_until = time.monotonic() + VAULT_QUIET_SECONDS
+        raise
+    secret = "" if found is None else str(found[0].get("client_secret", ""))
+    if not secret or not credential.client_id or credential.vault_version is None:
+        raise CredentialMissing(
+            f"no Mekari HMAC credential stored for tenant '{tenant.slug}': store it (admin: "
+            f"Set HMAC secret, or `manage.py set_hmac_credential {tenant.slug} --client-id ID`)"
+        )
+    return mekari.HmacCredential(client_id=credential.client_id, client_secret=secret)

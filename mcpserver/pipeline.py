@@ -23,12 +23,13 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, backoff, metrics, policies, ratelimit, tokens
+from controlplane import audit, metrics, policies, ratelimit
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
     CredentialMissing,
     CredentialUnavailable,
+    DatabaseUnavailable,
     InvalidInput,
     QontakPaused,
     QontakUrlRefused,
@@ -37,44 +38,13 @@ from controlplane.errors import (
     ToolDenied,
     UpstreamError,
 )
-from controlplane.models import Tenant, ToolCall
-from controlplane.tenants import tenant_qontak_base_url
-from mcpserver import audit_writer
-from qontak.client import (
-    DeadlineExceeded,
-    FailedAttempt,
-    QontakResponse,
-    TransportFailure,
-    qontak_request,
-)
-from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
-from qontak.errors import upstream_error_message
+from controlplane.models import ToolCall
+from mcpserver import audit_writer, qontak_call
+from mcpserver.caller import Caller
+from qontak.client import QontakResponse
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling, established by the API key alone (never by a tool argument).
-
-    `config_version` is the worker's configuration version when the key was checked; the
-    request's cached policies must belong to it.
-    """
-
-    api_key_id: int
-    key_prefix: str
-    read_only: bool
-    tenant: Tenant
-    request_id: str
-    config_version: str | None = None
-
-    def log_context(self, **more: Any) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant.slug,
-            "key_prefix": self.key_prefix,
-            "request_id": self.request_id,
-            **more,
-        }
 
 
 @dataclass(frozen=True)
@@ -111,6 +81,7 @@ OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
     (QontakUrlRefused, ToolCall.Outcome.UNAVAILABLE),
     (CredentialUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CountersUnavailable, ToolCall.Outcome.UNAVAILABLE),
+    (DatabaseUnavailable, ToolCall.Outcome.UNAVAILABLE),
     (CredentialMissing, ToolCall.Outcome.UNAVAILABLE),
     (ReauthorizationRequired, ToolCall.Outcome.UNAVAILABLE),
 )
@@ -141,8 +112,12 @@ async def _policy(caller: Caller) -> policies.TenantPolicy:
 
 async def visible_tools(caller: Caller) -> list[Endpoint]:
     """The tools this caller may use: the same policy tools/call enforces. Raises RateLimited
-    past TOOLS_LIST_RATE, or CountersUnavailable."""
-    hit = await ratelimit.admit_listing(key_prefix=caller.key_prefix)
+    past TOOLS_LIST_RATE. Unlike calls, a listing is not refused when the counters cannot be
+    reached: it changes nothing, and every call it leads to is still counted."""
+    try:
+        hit = await ratelimit.admit_listing(key_prefix=caller.key_prefix)
+    except CountersUnavailable:
+        hit = None
     if hit is not None:
         metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope).inc()
         raise RateLimited(hit.message, retry_after=hit.retry_after)
@@ -184,90 +159,6 @@ async def _admit(
             extra={"event": "rate_limited", **caller.log_context(tool=tool)},
         )
         raise RateLimited(hit.message, retry_after=hit.retry_after)
-
-
-async def _send(
-    caller: Caller,
-    policy: policies.TenantPolicy,
-    endpoint: Endpoint,
-    data: BaseModel,
-    deadline: float,
-) -> QontakResponse:
-    """The Qontak request, with one refresh-and-retry on 401, within the call's deadline.
-
-    Every retry counts against the tenant's Qontak ceiling (the first request was counted at
-    admission) and stops when the tenant's requests are paused; every failed attempt counts
-    towards that pause (controlplane.backoff).
-    """
-    path, params, body = endpoint.request_parts(data)
-    slug = caller.tenant.slug
-
-    async def count_retry() -> None:
-        hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=slug)
-        if hit is not None:
-            raise RateLimited(hit.message, retry_after=hit.retry_after)
-
-    async def before_retry(failure: FailedAttempt) -> None:
-        await backoff.attempt_failed(
-            tenant_slug=slug, status=failure.status, retry_after=failure.retry_after
-        )
-        await count_retry()
-
-    async def attempt(token: str) -> QontakResponse:
-        return await qontak_request(
-            base_url=tenant_qontak_base_url(caller.tenant),
-            headers={"Authorization": f"Bearer {token}"},
-            method=endpoint.method,
-            path=path,
-            deadline=deadline,
-            params=params,
-            json_body=body,
-            before_retry=before_retry,
-            log_context=caller.log_context(),
-        )
-
-    try:
-        async with asyncio.timeout_at(deadline):
-            token = await tokens.access_token(tenant=caller.tenant)
-            response = await attempt(token)
-            if response.status == 401:
-                await count_retry()
-                response = await attempt(
-                    await tokens.access_token(tenant=caller.tenant, stale_token=token)
-                )
-    except (DeadlineExceeded, TimeoutError):
-        await backoff.attempt_failed(tenant_slug=slug, status=None, retry_after=None)
-        seconds = settings.TOOL_CALL_DEADLINE
-        raise UpstreamError(
-            f"Qontak did not answer within {seconds:g} s: it is slow right now. "
-            + _retry_advice(endpoint, "Retry in a minute.")
-        ) from None
-    except TransportFailure as exc:
-        await backoff.attempt_failed(tenant_slug=slug, status=None, retry_after=None)
-        raise UpstreamError(
-            f"{exc}. " + _retry_advice(endpoint, "Retry in a few seconds.")
-        ) from exc
-    if response.status == 429 or response.status >= 500:
-        await backoff.attempt_failed(
-            tenant_slug=slug, status=response.status, retry_after=response.retry_after
-        )
-    else:
-        await backoff.attempt_succeeded(tenant_slug=slug)
-    if response.status >= 400:
-        message = upstream_error_message(endpoint, response, path)
-        raise UpstreamError(message, status=response.status)
-    return response
-
-
-def _retry_advice(endpoint: Endpoint, advice: str) -> str:
-    """What to do after Qontak did not answer: a create may have happened all the same."""
-    if endpoint.kind is not Kind.CREATE:
-        return advice
-    resource = endpoint.resource
-    return (
-        f"The {resource.noun} may have been created anyway: check with {resource.list_tool} "
-        "before retrying."
-    )
 
 
 def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) -> Completed:
@@ -318,7 +209,7 @@ async def _enforce_and_call(
         await _admit(policy, caller, counted_as, reaches_qontak=False)
         raise
     await _admit(policy, caller, tool, reaches_qontak=True)
-    response = await _send(caller, policy, endpoint, data, deadline)
+    response = await qontak_call.send(caller, policy, endpoint, data, deadline)
     return _completed(endpoint, data, response)
 
 
@@ -363,6 +254,7 @@ async def run_tool_call(
         latency_ms=elapsed * 1000,
         request_id=caller.request_id,
         message="" if not completed.result.is_error else completed.result.text,
+        qontak_user=caller.qontak_user,
         called_at=timezone.now(),
     )
     return ToolCallDone(

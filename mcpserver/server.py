@@ -274,6 +274,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         tenant=api_key.tenant,
         request_id=request_id,
         config_version=version,
+        qontak_user=api_key.qontak_user or api_key.tenant.default_qontak_user,
     )
     request_audit = RequestAudit()
     scope.setdefault("state", {}).update({CALLER_STATE_KEY: caller, AUDIT_STATE_KEY: request_audit})

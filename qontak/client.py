@@ -10,6 +10,7 @@ create cannot happen twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -99,10 +100,15 @@ def _describe(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
+# Authenticates one attempt: (method, path with query as sent, body bytes) -> headers. Called
+# for every attempt, since a signature covers the moment it was made.
+Authenticator = Callable[[str, str, bytes | None], dict[str, str]]
+
+
 async def qontak_request(
     *,
     base_url: str,
-    headers: dict[str, str],
+    authenticate: Authenticator,
     method: str,
     path: str,
     deadline: float,
@@ -113,14 +119,17 @@ async def qontak_request(
 ) -> QontakResponse:
     """Send one API request; returns whatever status Qontak answered (errors included).
 
-    `deadline` is in the running loop's clock (`loop.time()`); DeadlineExceeded is raised
-    when it passes first. `before_retry` sees each failed attempt before it is retried and
-    may raise to stop (quota ceilings, a tenant-wide backoff). `log_context` (tenant, request
-    id) goes into the retry log lines. Raises TransportFailure when
-    Qontak cannot be reached and the request cannot or may not be retried.
+    `authenticate` gives each attempt its credentials (a bearer token, or Mekari's HMAC
+    signature over the exact request line and body). `deadline` is in the running loop's
+    clock (`loop.time()`); DeadlineExceeded is raised when it passes first. `before_retry`
+    sees each failed attempt before it is retried and may raise to stop (quota ceilings, a
+    tenant-wide backoff). `log_context` (tenant, request id) goes into the retry log lines.
+    Raises TransportFailure when Qontak cannot be reached and the request cannot or may not
+    be retried.
     """
     loop = asyncio.get_running_loop()
     url = base_url.rstrip("/") + path
+    body = None if json_body is None else json.dumps(json_body).encode()
     attempt = 0
     while True:
         remaining = deadline - loop.time()
@@ -128,13 +137,8 @@ async def qontak_request(
             raise DeadlineExceeded
         failure: FailedAttempt | None = None
         try:
-            response = await _http().request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                headers=headers,
-                timeout=min(settings.QONTAK_TIMEOUT, remaining),
+            response = await _send_once(
+                method, url, params, body, authenticate, min(settings.QONTAK_TIMEOUT, remaining)
             )
         except httpx.HTTPError as exc:
             if loop.time() >= deadline:
@@ -163,6 +167,27 @@ async def qontak_request(
             await before_retry(failure)
         await asyncio.sleep(wait)
         attempt += 1
+
+
+async def _send_once(
+    method: str,
+    url: str,
+    params: dict[str, Any] | None,
+    body: bytes | None,
+    authenticate: Authenticator,
+    seconds: float,
+) -> httpx.Response:
+    client = _http()
+    request = client.build_request(
+        method,
+        url,
+        params=params,
+        content=body,
+        headers={"Content-Type": "application/json"} if body is not None else None,
+        timeout=seconds,
+    )
+    request.headers.update(authenticate(method, request.url.raw_path.decode("ascii"), body))
+    return await client.send(request)
 
 
 def _answer(response: httpx.Response, retry_after: float | None) -> QontakResponse:

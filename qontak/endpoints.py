@@ -29,6 +29,12 @@ from qontak.field_discovery import FieldDiscovery
 API = "/api/v3.1"
 
 
+def gateway_path(path: str) -> str:
+    """The same resource on the Mekari API Gateway, where resources sit directly under the
+    CRM root (`/qontak/crm/contacts/1`), without `/api/v3.1`."""
+    return path.removeprefix(API)
+
+
 class Kind(Enum):
     READ = "read"
     CREATE = "create"

@@ -18,6 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 
+import httpx
+
+from qontak.endpoints import ENDPOINTS_BY_NAME, gateway_path
+
 SSO_USER_HEADER = "X-Crm-User-Sso-Id"
 
 
@@ -72,3 +76,37 @@ def signed_headers(
     if sso_user:
         headers[SSO_USER_HEADER] = sso_user
     return headers
+
+
+class GatewayUnreachable(Exception):
+    """The gateway could not be reached at all."""
+
+
+def probe(
+    *, base_url: str, credential: HmacCredential, sso_user: str = "", timeout: float = 30.0
+) -> tuple[int, str]:
+    """One signed read of a small resource every account has (the contact template): the
+    gateway's status and, when it refused, what it said. Raises GatewayUnreachable."""
+    url = httpx.URL(
+        base_url.rstrip("/") + gateway_path(ENDPOINTS_BY_NAME["get_contact_template"].path)
+    )
+    headers = signed_headers(
+        credential,
+        method="GET",
+        path_with_query=url.raw_path.decode(),
+        body=None,
+        sso_user=sso_user,
+    )
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise GatewayUnreachable(f"cannot reach {url.host}: {type(exc).__name__}") from exc
+    said = ""
+    if response.status_code != 200:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if isinstance(body, dict):
+            said = str(body.get("message") or body.get("error") or "")
+    return response.status_code, said

@@ -71,7 +71,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         issued = tenants.api_key_issue(
-            tenant=obj.tenant, label=obj.label, read_only=obj.read_only, expires_at=obj.expires_at
+            tenant=obj.tenant,
+            label=obj.label,
+            read_only=obj.read_only,
+            expires_at=obj.expires_at,
+            qontak_user=obj.qontak_user,
         )
         obj.pk = issued.api_key.pk
         messages.warning(

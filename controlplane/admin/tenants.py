@@ -3,6 +3,8 @@ operator takes on a whole tenant (rotate its Qontak token, test it, revoke its k
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -19,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from controlplane import credentials, tenants
 from controlplane.admin.actions import confirmation_page
 from controlplane.admin.forms import (
+    HmacCredentialForm,
     RateLimitPolicyForm,
     RefreshTokenForm,
     TenantForm,
@@ -80,6 +83,46 @@ class ToolPolicyInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+@dataclass(frozen=True)
+class CredentialPage:
+    """The admin's write-only page for one credential kind."""
+
+    form: type[forms.Form]
+    button: str
+    title: str
+    explanation: str
+    stored: str
+    store: Callable[[Tenant, dict[str, Any]], None]
+
+
+CREDENTIAL_PAGES: dict[str, CredentialPage] = {
+    Tenant.Auth.MEKARI_HMAC: CredentialPage(
+        form=HmacCredentialForm,
+        button="Set HMAC credential",
+        title="Set the Mekari HMAC credential of {slug}",
+        explanation="The company creates the client id and secret in the Mekari Developer "
+        "Center (Applications, with the qontak-crm:all scope). They are checked with one "
+        "signed call to the gateway; the secret is kept in Vault only and never displayed.",
+        stored="Stored a validated HMAC credential for {slug}.",
+        store=lambda tenant, data: credentials.store_hmac_credential(
+            tenant=tenant, client_id=data["client_id"], client_secret=data["client_secret"]
+        ),
+    ),
+    Tenant.Auth.QONTAK_OAUTH: CredentialPage(
+        form=RefreshTokenForm,
+        button="Replace refresh token",
+        title="Replace the Qontak refresh token of {slug}",
+        explanation="The token is exchanged once with Qontak to prove it works (Qontak then "
+        "issues a new one, which is what Vault keeps). It is never displayed or written to "
+        "the database.",
+        stored="Stored a validated refresh token for {slug}.",
+        store=lambda tenant, data: credentials.store_refresh_token(
+            tenant=tenant, refresh_token=data["refresh_token"]
+        ),
+    ),
+}
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     form = TenantForm
@@ -87,6 +130,7 @@ class TenantAdmin(admin.ModelAdmin):
         "slug",
         "name",
         "is_active",
+        "auth",
         "credential_status",
         "token_valid_until",
         "token_last_refresh",
@@ -97,12 +141,20 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("is_active", "credential__status")
     list_select_related = ("credential",)
     search_fields = ("slug", "name")
-    readonly_fields = ("refresh_token_link", "activity_links")
+    readonly_fields = ("credential_link", "activity_links")
     fieldsets = (
         (None, {"fields": ("slug", "name", "is_active")}),
         (
             "Qontak",
-            {"fields": ("qontak_base_url", "qontak_request_ceiling", "refresh_token_link")},
+            {
+                "fields": (
+                    "auth",
+                    "credential_link",
+                    "qontak_base_url",
+                    "default_qontak_user",
+                    "qontak_request_ceiling",
+                )
+            },
         ),
         ("Activity", {"fields": ("activity_links",)}),
     )
@@ -122,7 +174,7 @@ class TenantAdmin(admin.ModelAdmin):
         superusers set the Qontak URL: the tenant's tokens are sent there."""
         fields = tuple(super().get_readonly_fields(request, obj))
         if obj is not None:
-            fields = ("slug", *fields)
+            fields = ("slug", "auth", *fields)
         if not request.user.is_superuser:
             fields = (*fields, "qontak_base_url")
         return fields
@@ -160,12 +212,14 @@ class TenantAdmin(admin.ModelAdmin):
     def request_ceiling(self, obj: Tenant) -> str:
         return obj.qontak_request_ceiling or "default"
 
-    @admin.display(description="Qontak refresh token")
-    def refresh_token_link(self, obj: Tenant) -> str:
+    @admin.display(description="Qontak credential")
+    def credential_link(self, obj: Tenant) -> str:
         if obj.pk is None:
             return "Save the tenant first."
-        url = reverse("admin:controlplane_tenant_refresh_token", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Replace refresh token</a>', url)
+        url = reverse("admin:controlplane_tenant_credential", args=[obj.pk])
+        return format_html(
+            '<a class="button" href="{}">{}</a>', url, CREDENTIAL_PAGES[obj.auth].button
+        )
 
     @admin.display(description="See its calls")
     def activity_links(self, obj: Tenant) -> str:
@@ -184,28 +238,28 @@ class TenantAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         return [
             path(
-                "<int:tenant_id>/refresh-token/",
-                self.admin_site.admin_view(self.refresh_token_view),
-                name="controlplane_tenant_refresh_token",
+                "<int:tenant_id>/credential/",
+                self.admin_site.admin_view(self.credential_view),
+                name="controlplane_tenant_credential",
             ),
             *super().get_urls(),
         ]
 
-    def refresh_token_view(self, request: HttpRequest, tenant_id: int) -> HttpResponse:
-        """A form that takes the token and never renders it back, even on errors."""
+    def credential_view(self, request: HttpRequest, tenant_id: int) -> HttpResponse:
+        """The write-only form of the tenant's credential kind: what is typed is validated,
+        stored in Vault, and never rendered back, even on errors."""
         tenant = get_object_or_404(Tenant, pk=tenant_id)
         if not self.has_change_permission(request, tenant):
             return HttpResponse(status=403)
-        form = RefreshTokenForm(request.POST or None)
+        page = CREDENTIAL_PAGES[tenant.auth]
+        form = page.form(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                credentials.store_refresh_token(
-                    tenant=tenant, refresh_token=form.cleaned_data["refresh_token"]
-                )
+                page.store(tenant, form.cleaned_data)
             except ApplicationError as exc:
-                form.add_error("refresh_token", exc.message)
+                form.add_error(None, exc.message)
             else:
-                self.message_user(request, f"Stored a validated refresh token for {tenant.slug}.")
+                self.message_user(request, page.stored.format(slug=tenant.slug))
                 return HttpResponseRedirect(
                     reverse("admin:controlplane_tenant_change", args=[tenant.pk])
                 )
@@ -213,10 +267,11 @@ class TenantAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "original": tenant,
-            "title": f"Replace the Qontak refresh token of {tenant.slug}",
+            "title": page.title.format(slug=tenant.slug),
+            "explanation": page.explanation,
             "form": form,
         }
-        return TemplateResponse(request, "admin/controlplane/tenant/refresh_token.html", context)
+        return TemplateResponse(request, "admin/controlplane/tenant/credential.html", context)
 
     @admin.action(description="Rotate the Qontak token now…", permissions=("change",))
     def rotate_now(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> Any:
@@ -310,6 +365,8 @@ class TenantAdmin(admin.ModelAdmin):
             qontak_base_url=obj.qontak_base_url,
             is_active=obj.is_active,
             qontak_request_ceiling=obj.qontak_request_ceiling,
+            auth=obj.auth,
+            default_qontak_user=obj.default_qontak_user,
         )
         obj.pk = created.pk
         obj.created_at = created.created_at

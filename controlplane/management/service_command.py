@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -15,3 +17,14 @@ class ServiceCommand(BaseCommand):
             return super().execute(*args, **options)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
+
+    def secret_from_stdin(self, what: str) -> str:
+        """A secret read from standard input (hidden when typed at a terminal), never from an
+        argument, which would land in shell history and `ps`."""
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"{what} (input hidden): ")
+        else:
+            value = sys.stdin.readline()
+        if not value.strip():
+            raise CommandError(f"no {what} on standard input")
+        return value

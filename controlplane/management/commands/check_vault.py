@@ -7,6 +7,15 @@ from controlplane.errors import CredentialUnavailable
 from controlplane.management.service_command import ServiceCommand
 from controlplane.models import Tenant
 
+# What each credential kind must have in Vault, and what to do when it does not.
+MISSING: dict[str, tuple[str, str]] = {
+    Tenant.Auth.QONTAK_OAUTH: ("refresh_token", "no refresh token: run set_refresh_token"),
+    Tenant.Auth.MEKARI_HMAC: (
+        "client_secret",
+        "no HMAC client secret: run set_hmac_credential --client-id ID",
+    ),
+}
+
 
 class Command(ServiceCommand):
     help = "Report Vault reachability, auth, KV v2 mount and per-tenant secret presence."
@@ -36,22 +45,16 @@ class Command(ServiceCommand):
         if not failed:
             for tenant in Tenant.objects.select_related("credential").order_by("slug"):
                 try:
-                    secret = vault.read_secret(tokens.secret_ref(tenant.credential))
+                    found = vault.read_fields(tokens.secret_ref(tenant.credential))
                 except CredentialUnavailable as exc:
                     rows.append((f"tenant {tenant.slug}", str(exc), False))
                     failed = True
                     continue
-                present = secret is not None and bool(secret.refresh_token)
+                field, missing = MISSING[tenant.auth]
+                present = found is not None and bool(found[0].get(field))
                 failed = failed or not present
-                rows.append(
-                    (
-                        f"tenant {tenant.slug}",
-                        f"secret present (version {secret.version})"
-                        if present and secret
-                        else "no refresh token: run set_refresh_token",
-                        present,
-                    )
-                )
+                detail = f"secret present (version {found[1]})" if found and present else missing
+                rows.append((f"tenant {tenant.slug}", detail, present))
         for label, value, ok in rows:
             style = self.style.SUCCESS if ok else self.style.ERROR
             self.stdout.write(f"{label:<28} {style(value)}")

@@ -18,12 +18,20 @@ class Command(ServiceCommand):
             action="store_true",
             help="Only tools annotated readOnlyHint are listed and callable with this key.",
         )
+        parser.add_argument(
+            "--qontak-user",
+            default="",
+            metavar="SSO_ID",
+            help="Mekari SSO id (UUID) of the Qontak CRM user this key's calls act as; "
+            "default: the tenant's default CRM user.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         issued = api_key_issue(
             tenant=tenant_get(slug=options["slug"]),
             label=options["label"],
             read_only=options["read_only"],
+            qontak_user=options["qontak_user"],
         )
         self.stderr.write(
             f"Issued key {issued.api_key.prefix}… for {options['slug']}. "

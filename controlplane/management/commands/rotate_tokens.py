@@ -86,6 +86,8 @@ class Command(ServiceCommand):
             raise SystemExit(1)
 
     def _seen_version(self, tenant: Tenant) -> int | None:
+        if tenant.auth == Tenant.Auth.MEKARI_HMAC:
+            return None  # nothing to rotate: token_rotate says so
         try:
             return stored_version(tenant=tenant)
         except ApplicationError:
@@ -103,13 +105,13 @@ class Command(ServiceCommand):
             self.stdout.write("No active tenants.")
             return
         slug_width = max(len("tenant"), *(len(r.slug) for r in results))
-        self.stdout.write(f"{'tenant':<{slug_width}}  {'result':<12}  detail")
+        self.stdout.write(f"{'tenant':<{slug_width}}  {'result':<14}  detail")
         styles = {"failed": self.style.ERROR, "rotated": self.style.SUCCESS}
         for r in results:
             style = styles.get(r.action, str)
-            self.stdout.write(f"{r.slug:<{slug_width}}  {style(f'{r.action:<12}')}  {r.detail}")
+            self.stdout.write(f"{r.slug:<{slug_width}}  {style(f'{r.action:<14}')}  {r.detail}")
         counts = {
             action: sum(r.action == action for r in results)
-            for action in ("rotated", "would_rotate", "fresh", "failed")
+            for action in ("rotated", "would_rotate", "fresh", "not_applicable", "failed")
         }
         self.stdout.write(", ".join(f"{n} {action}" for action, n in counts.items() if n))

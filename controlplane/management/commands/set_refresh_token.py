@@ -4,12 +4,8 @@ The token is never an argument (it would land in shell history and `ps`) and nev
 It is validated with one refresh grant first; Qontak rotates it, so Vault keeps the new one.
 """
 
-import getpass
-import sys
 from argparse import ArgumentParser
 from typing import Any
-
-from django.core.management.base import CommandError
 
 from controlplane.credentials import store_refresh_token
 from controlplane.management.service_command import ServiceCommand
@@ -24,12 +20,7 @@ class Command(ServiceCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_get(slug=options["slug"])
-        if sys.stdin.isatty():
-            token = getpass.getpass("Qontak refresh token (input hidden): ")
-        else:
-            token = sys.stdin.readline()
-        if not token.strip():
-            raise CommandError("no refresh token on standard input")
+        token = self.secret_from_stdin("refresh token")
         store_refresh_token(tenant=tenant, refresh_token=token)
         self.stdout.write(
             self.style.SUCCESS(f"Stored a validated refresh token for {tenant.slug} in Vault")
