@@ -43,6 +43,23 @@ def _credential(tenant: Tenant) -> QontakCredential:
     return QontakCredential.objects.get(tenant=tenant)
 
 
+def _version_we_may_replace(credential: QontakCredential) -> int:
+    """The KV version a new secret replaces (check-and-set; 0: none yet). A secret at the
+    tenant's path that this tenant never wrote is refused, not overwritten: someone must look
+    at where it came from."""
+    ref = tokens.secret_ref(credential)
+    current = vault.read_fields(ref)
+    if current is None:
+        return 0
+    if credential.vault_version is None:
+        raise InvalidInput(
+            f"Vault already holds a secret at {ref.mount}/{ref.path} that this tenant never "
+            "wrote (left by an earlier installation?); nothing was stored. Have it destroyed "
+            "in Vault (`bao kv metadata delete` on that path), then try again."
+        )
+    return current[1]
+
+
 def stored_version(*, tenant: Tenant) -> int | None:
     """The KV version of the tenant's secret now (None when absent); no lock taken."""
     secret = vault.read_secret(tokens.secret_ref(_credential(tenant)))
@@ -108,14 +125,7 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
         raise InvalidInput("the refresh token is empty: paste it on standard input")
     with tokens.refresh_lock(tenant):
         credential = _credential(tenant)
-        ref = tokens.secret_ref(credential)
-        current = vault.read_secret(ref)
-        if current is not None and credential.vault_version is None:
-            raise InvalidInput(
-                f"Vault already holds a secret at {ref.mount}/{ref.path} that this tenant never "
-                "wrote (left by an earlier installation?); nothing was stored. Have it "
-                "destroyed in Vault (`bao kv metadata delete` on that path), then try again."
-            )
+        current_version = _version_we_may_replace(credential)
         try:
             token_grant = tokens.grant(tenant, refresh_token)
         except ReauthorizationRequired as exc:
@@ -123,7 +133,7 @@ def store_refresh_token(*, tenant: Tenant, refresh_token: str) -> None:
                 "Qontak rejected this refresh token (invalid_grant): it was already used or "
                 "revoked. Generate a new one in Qontak and try again."
             ) from exc
-        tokens.keep_grant(tenant, credential, token_grant, cas=current.version if current else 0)
+        tokens.keep_grant(tenant, credential, token_grant, cas=current_version)
     logger.info(
         "refresh token validated and stored, Vault version %s",
         credential.vault_version,
@@ -173,15 +183,10 @@ def store_hmac_credential(*, tenant: Tenant, client_id: str, client_secret: str)
         )
     with tokens.refresh_lock(tenant):
         credential = _credential(tenant)
-        ref = tokens.secret_ref(credential)
-        current = vault.read_fields(ref)
-        if current is not None and credential.vault_version is None:
-            raise InvalidInput(
-                f"Vault already holds a secret at {ref.mount}/{ref.path} that this tenant "
-                "never wrote; nothing was stored. Have it destroyed in Vault, then try again."
-            )
         version = vault.write_fields(
-            ref, {"client_secret": client_secret}, cas=current[1] if current else 0
+            tokens.secret_ref(credential),
+            {"client_secret": client_secret},
+            cas=_version_we_may_replace(credential),
         )
         QontakCredential.objects.filter(pk=credential.pk).update(
             client_id=client_id,
