@@ -111,7 +111,21 @@ class Endpoint:
     local_fields: tuple[str, ...] = ()
 
     def present(self, response: Any, data: BaseModel) -> Any:
+        response = self.as_documented(response, data)
         return response if self.presenter is None else self.presenter(response, data)
+
+    def as_documented(self, response: Any, data: BaseModel) -> Any:
+        """One record as the tool declares it, however Qontak shaped it: its documented
+        examples answer some single-record reads with an array (Get Single Contact), so an
+        array is narrowed to the record with the requested id, or to its only element."""
+        if (self.response_shape or {}).get("type") != "object" or not isinstance(response, list):
+            return response
+        wanted = getattr(data, "id", None)
+        records = [item for item in response if isinstance(item, dict)]
+        matching = [item for item in records if wanted is not None and item.get("id") == wanted]
+        if matching:
+            return matching[0]
+        return records[0] if len(records) == 1 == len(response) else response
 
     @property
     def noun(self) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
@@ -317,3 +318,20 @@ def test_invalid_arguments_name_the_field_and_never_reach_qontak(
     assert not [r for r in simulator_requests(simulator, demo.account) if "/api/" in r["path"]]
     outcomes = [row.outcome for row in audited_calls(demo.tenant, len(INVALID_CALLS))]
     assert outcomes == ["invalid_input"] * len(INVALID_CALLS)
+
+
+@pytest.mark.parametrize("call", collection_calls(), ids=lambda call: call.tool)
+def test_every_documented_example_response_passes_through_its_tool(call):
+    """Qontak's own example answer for the route, as the tool would receive it: no error, and
+    a result its declared outputSchema accepts (the client validates it)."""
+    from jsonschema import validate
+
+    from mcpserver import pipeline
+    from qontak.client import QontakResponse
+
+    example = requests_of(call.route)[0].example
+    endpoint = call.endpoint
+    data = endpoint.input_model.model_validate(call.arguments)
+    completed = pipeline._completed(endpoint, data, QontakResponse(status=200, payload=example))
+    assert not completed.result.is_error
+    validate(completed.result.structured, endpoint.output_schema)

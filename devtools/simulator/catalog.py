@@ -88,6 +88,12 @@ class Route:
         return next((s[1:] for s in self.segments if s.startswith(":")), None)
 
     @property
+    def answers_with_a_list(self) -> bool:
+        """Whether the collection's example answers this route's `response` with an array
+        (for one record, Qontak documents "Get Single Contact" that way)."""
+        return isinstance(self.example, dict) and isinstance(self.example.get("response"), list)
+
+    @property
     def answers_with_record(self) -> bool:
         """Writes answer with the record only where the collection's example does."""
         return isinstance(self.example, dict) and "response" in self.example

@@ -63,12 +63,10 @@ def list_records(call: Call) -> dict[str, Any]:
 
 
 def read_record(call: Call) -> dict[str, Any]:
-    """A single object, although the collection's "Get Single Contact" example shows a list.
-
-    That example is a copy of the list example (a documentation error): every other
-    resource's single GET returns one object, and so does this one.
-    """
-    return success(copy.deepcopy(call.store.get(call.resource, call.record_id)))
+    """The record, in the shape the collection documents for the route: an object, or (as for
+    "Get Single Contact") an array holding the record. Clients must take both."""
+    record = copy.deepcopy(call.store.get(call.resource, call.record_id))
+    return success([record] if call.route.answers_with_a_list else record)
 
 
 def create_record(call: Call) -> dict[str, Any]:

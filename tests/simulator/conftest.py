@@ -122,3 +122,13 @@ def route_for(resource: str, kind: Kind) -> Route:
 def path_of(resource: str, record_id: object = None) -> str:
     base = f"/api/v3.1/{resource}"
     return base if record_id is None else f"{base}/{record_id}"
+
+
+def one_record(answer: dict[str, Any]) -> Any:
+    """The record of a single-record read, in either shape the collection documents: an
+    object, or an array holding it (Get Single Contact)."""
+    response = answer["response"]
+    if isinstance(response, list):
+        assert len(response) == 1, response
+        return response[0]
+    return response

@@ -20,6 +20,7 @@ from tests.simulator.conftest import (
     crud_resources,
     example_request,
     login,
+    one_record,
     path_of,
     route_for,
     routes_of,
@@ -68,14 +69,14 @@ def test_a_record_survives_a_create_get_update_list_delete_round_trip(
     record_id = record["id"]
     assert str(record_id) not in {str(s["id"]) for s in CATALOG.models[resource].seeds}
 
-    fetched = client.get(path_of(resource, record_id), headers=headers).json()["response"]
+    fetched = one_record(client.get(path_of(resource, record_id), headers=headers).json())
     assert fetched == record
 
     field = next(k for k, v in body.items() if isinstance(v, str) and v)
     updated = client.put(path_of(resource, record_id), json={field: "Round trip"}, headers=headers)
     assert updated.status_code == 200
     assert updated.json()["meta"]["developer_message"] == "Success"
-    fetched = client.get(path_of(resource, record_id), headers=headers).json()["response"]
+    fetched = one_record(client.get(path_of(resource, record_id), headers=headers).json())
     assert fetched[field] == "Round trip"
 
     listed = client.get(path_of(resource), params={"per_page": 100}, headers=headers).json()
@@ -175,7 +176,7 @@ def test_updates_may_leave_required_fields_out_but_not_blank_them(
     headers = login(state)
     partial = client.put("/api/v3.1/contacts/1", json={"job_title": "CTO"}, headers=headers)
     blanked = client.put("/api/v3.1/contacts/1", json={"first_name": ""}, headers=headers)
-    contact = client.get("/api/v3.1/contacts/1", headers=headers).json()["response"]
+    contact = one_record(client.get("/api/v3.1/contacts/1", headers=headers).json())
     assert (partial.status_code, blanked.status_code) == (200, 422)
     assert (contact["first_name"], contact["job_title"]) == ("John", "CTO")
 
@@ -189,7 +190,7 @@ def test_update_owner_sets_the_records_creator_and_refuses_a_null_owner(
         moved = client.put(owner_path, json={"creator_id": 300}, headers=headers)
         assert moved.status_code == 200
         assert "response" not in moved.json()
-        record = client.get(path_of(resource, 2), headers=headers).json()["response"]
+        record = one_record(client.get(path_of(resource, 2), headers=headers).json())
         assert record["creator_id"] == 300
         refused = client.put(owner_path, json={"creator_id": None}, headers=headers)
         assert refused.status_code == 422
@@ -197,11 +198,15 @@ def test_update_owner_sets_the_records_creator_and_refuses_a_null_owner(
     assert unknown.status_code == 404
 
 
-def test_single_contact_is_one_object_not_the_list_the_collection_shows(
+def test_single_contact_is_an_array_holding_the_record_as_the_collection_shows(
     client: TestClient, state: SimulatorState
 ) -> None:
-    contact = client.get("/api/v3.1/contacts/2", headers=login(state)).json()["response"]
-    assert contact["first_name"] == "Andrew"
+    """Qontak documents "Get Single Contact" answering `response` with an array; every other
+    single read answers one object."""
+    contacts = client.get("/api/v3.1/contacts/2", headers=login(state)).json()["response"]
+    assert [contact["first_name"] for contact in contacts] == ["Andrew"]
+    deal = client.get("/api/v3.1/deals/1", headers=login(state)).json()["response"]
+    assert isinstance(deal, dict)
 
 
 def test_writes_answer_with_the_record_only_where_the_collection_does(
