@@ -1,8 +1,9 @@
 """`make run`: the control plane on its embedded defaults, with a working demo tenant.
 
 Starts OpenBao (unless VAULT_ADDR is set) and the Qontak simulator (unless QONTAK_BASE_URL
-is set), migrates, creates an admin login and a demo tenant whose refresh token is stored in
-Vault, issues a demo API key, prints all of it, and serves the ASGI app with uvicorn.
+is set), migrates, creates an admin login and a demo tenant on the Mekari API Gateway form
+(its HMAC secret stored in Vault), issues a demo API key acting as a demo CRM user, prints all
+of it, and serves the ASGI app with uvicorn.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from controlplane.qontak_urls import DEFAULT_ALLOWED_HOSTS
 from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
+    create_simulator_hmac_account,
     port_is_free,
     start_openbao,
     start_simulator,
@@ -24,6 +26,7 @@ from devtools.devstack import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOG_DIR = BASE_DIR / ".run"
 DEMO_SLUG = "demo"
+DEMO_CRM_USER = "00000000-0000-4000-8000-000000000001"  # the Mekari SSO id demo calls act as
 
 
 def _preferred_port(port: int) -> int | None:
@@ -57,6 +60,7 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
     from django.core.management import call_command
 
     from controlplane import credentials, tenants
+    from controlplane.models import Tenant
 
     call_command("migrate", verbosity=0, interactive=False)
     password = secrets.token_urlsafe(12)
@@ -69,17 +73,26 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
 
     try:
         tenant = tenants.tenant_get(slug=DEMO_SLUG)
-    except tenants.TenantNotFound:
-        tenant = tenants.tenant_create(slug=DEMO_SLUG, name="Demo (Qontak simulator)")
-    if uses_simulator:
+    except tenants.TenantNotFound:  # on the gateway form, as companies onboarding today are
+        tenant = tenants.tenant_create(
+            slug=DEMO_SLUG,
+            name="Demo (Qontak simulator)",
+            auth=Tenant.Auth.MEKARI_HMAC,
+            qontak_base_url=f"{settings.QONTAK_BASE_URL}/qontak/crm" if uses_simulator else "",
+            default_qontak_user=DEMO_CRM_USER,
+        )
+    if not uses_simulator:
+        print(
+            "QONTAK_BASE_URL is set: store the demo tenant's credential with\n"
+            f"  python manage.py set_hmac_credential {DEMO_SLUG} --client-id ID"
+        )
+    elif tenant.auth == Tenant.Auth.MEKARI_HMAC:
+        client_id, secret = create_simulator_hmac_account(settings.QONTAK_BASE_URL, DEMO_SLUG)
+        credentials.store_hmac_credential(tenant=tenant, client_id=client_id, client_secret=secret)
+    else:  # a demo tenant made by an earlier version keeps the legacy form
         refresh_token = create_simulator_account(settings.QONTAK_BASE_URL, DEMO_SLUG)
         credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
-    else:
-        print(
-            f"QONTAK_BASE_URL is set: store the demo tenant's token with\n"
-            f"  python manage.py set_refresh_token {DEMO_SLUG}"
-        )
-    issued = tenants.api_key_issue(tenant=tenant, label="make run demo")
+    issued = tenants.api_key_issue(tenant=tenant, label="make run demo", qontak_user=DEMO_CRM_USER)
     return password, issued.key
 
 

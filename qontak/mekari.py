@@ -23,6 +23,8 @@ import httpx
 from qontak.endpoints import ENDPOINTS_BY_NAME, gateway_path
 
 SSO_USER_HEADER = "X-Crm-User-Sso-Id"
+# The clock signatures are dated with, unless a caller gives one (tests pin it).
+CLOCK: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,11 @@ def signed_headers(
     path_with_query: str,
     body: bytes | None,
     sso_user: str = "",
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, str]:
     """The headers that authenticate one request; `path_with_query` is the full gateway path
     (`/qontak/crm/...`) with the query string exactly as it will be sent."""
-    date = http_date(clock())
+    date = http_date((clock or CLOCK)())
     sig = signature(
         credential.client_secret, date=date, method=method, path_with_query=path_with_query
     )

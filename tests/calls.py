@@ -32,6 +32,10 @@ T = TypeVar("T")
 ERAS = {"2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
 
 
+# The CRM user the keys of gateway tenants made by the make_tenant fixture act as.
+GATEWAY_CRM_USER = "5f0c6b1e-0a1b-4c2d-8e3f-445566778899"
+
+
 @dataclass
 class TenantWithKey:
     tenant: Any
@@ -122,5 +126,36 @@ def with_mcp(url: str, key: str | None, era: str, action: Callable[[Client], Awa
     async def run() -> T:
         async with mcp_client(url, key, era) as client:
             return await action(client)
+
+    return asyncio.run(run())
+
+
+def in_process_caller_of(demo: TenantWithKey) -> Any:
+    """The caller the pipeline sees for `demo`'s key, for tests that run it in-process."""
+    from mcpserver import pipeline
+
+    api_key = demo.tenant.api_keys.get()
+    return pipeline.Caller(
+        api_key_id=api_key.pk,
+        key_prefix=api_key.prefix,
+        read_only=False,
+        tenant=demo.tenant,
+        request_id="req-in-process",
+        qontak_user=api_key.qontak_user or demo.tenant.default_qontak_user,
+    )
+
+
+def in_one_loop(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """The HTTP pool and the Redis link belong to one event loop: run a test's calls in one,
+    and let their audit rows land."""
+    from mcpserver import audit_writer
+    from qontak.client import close_client
+
+    async def run() -> Any:
+        try:
+            return await scenario()
+        finally:
+            await audit_writer.drain()
+            await close_client()
 
     return asyncio.run(run())

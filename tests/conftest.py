@@ -23,10 +23,11 @@ from controlplane import credentials, policies, tenants, tokens, vault
 from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
+    create_simulator_hmac_account,
     start_openbao,
     start_simulator,
 )
-from tests.calls import ERAS, TenantWithKey, audit_barrier
+from tests.calls import ERAS, GATEWAY_CRM_USER, TenantWithKey, audit_barrier
 from tests.servers import ControlPlaneServer, PrivateRedis, start_control_plane
 
 # Connections opened by in-process pipeline tests live on executor threads; closing them after
@@ -140,19 +141,35 @@ def make_tenant(
         else None
     )
 
-    def make(prefix: str = "t", qontak: ManagedProcess | None = None) -> TenantWithKey:
+    def make(
+        prefix: str = "t", qontak: ManagedProcess | None = None, gateway: bool = False
+    ) -> TenantWithKey:
+        """`gateway`: a Mekari API Gateway tenant (HMAC credential, a key acting as
+        GATEWAY_CRM_USER) instead of a legacy OAuth one."""
         slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
         qontak_url = (qontak or simulator).url
-        tenant = tenants.tenant_create(slug=slug, qontak_base_url=qontak_url)
-        refresh_token = create_simulator_account(qontak_url, slug)
-        credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
-        issued = tenants.api_key_issue(tenant=tenant, label="test")
+        if gateway:
+            tenant = tenants.tenant_create(
+                slug=slug, qontak_base_url=f"{qontak_url}/qontak/crm", auth="mekari-hmac"
+            )
+            client_id, secret = create_simulator_hmac_account(qontak_url, slug)
+            credentials.store_hmac_credential(
+                tenant=tenant, client_id=client_id, client_secret=secret
+            )
+        else:
+            tenant = tenants.tenant_create(slug=slug, qontak_base_url=qontak_url)
+            refresh_token = create_simulator_account(qontak_url, slug)
+            credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
+        issued = tenants.api_key_issue(
+            tenant=tenant, label="test", qontak_user=GATEWAY_CRM_USER if gateway else ""
+        )
         return TenantWithKey(tenant=tenant, key=issued.key, account=slug)
 
     yield make
     if wait_for_audit_rows is not None:
         wait_for_audit_rows()
     tokens.forget_cached_tokens()
+    tokens._hmac_copies.clear()
     policies.forget_cached_policies()
 
 

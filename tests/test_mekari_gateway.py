@@ -149,7 +149,12 @@ def test_rotation_has_nothing_to_do_and_check_vault_sees_the_secret(make_gateway
     assert f"tenant {demo.account}" in _run("check_vault")
 
 
-def test_the_hmac_secret_is_in_no_table_and_no_export(make_gateway_tenant, control_plane):
+def test_the_hmac_secret_is_in_no_table_log_export_or_admin_page(
+    make_gateway_tenant, control_plane, operator, caplog
+):
+    from django.db import connection
+    from django.urls import reverse
+
     demo = make_gateway_tenant()
 
     async def call(client: Client) -> Any:
@@ -157,12 +162,94 @@ def test_the_hmac_secret_is_in_no_table_and_no_export(make_gateway_tenant, contr
 
     with_mcp(control_plane.mcp_url, demo.key, "2026-07-28", call)
     audited_calls(demo.tenant, 1)
-    from django.db import connection
-
+    credential_page = reverse("admin:controlplane_tenant_credential", args=[demo.tenant.pk])
+    wrong = demo.client_secret[::-1]
+    refused = operator.post(credential_page, {"client_id": demo.client_id, "client_secret": wrong})
+    pages = {
+        "tenant page": operator.get(
+            reverse("admin:controlplane_tenant_change", args=[demo.tenant.pk])
+        ).content.decode(),
+        "credential page": operator.get(credential_page).content.decode(),
+        "refused form": refused.content.decode(),
+    }
+    assert "refused this client id and secret" in pages["refused form"]
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
             cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from Django
             assert demo.client_secret not in repr(cursor.fetchall()), table
-    for fmt in ("jsonl", "csv"):
-        assert demo.client_secret not in _run("export_audit", "--format", fmt)
+    outputs = {
+        **pages,
+        "audit jsonl": _run("export_audit", "--format", "jsonl"),
+        "audit csv": _run("export_audit", "--format", "csv"),
+        "server log": control_plane.log_text(),
+        "test process log": caplog.text,
+    }
+    for where, text in outputs.items():
+        assert demo.client_secret not in text, where
+        assert wrong not in text, where
     assert ToolCall.objects.filter(tenant=demo.tenant).exists()
+
+
+def _gateway_error(demo: Any, monkeypatch: Any, tool: str = "get_contact_template") -> str:
+    from mcpserver import pipeline
+    from tests.calls import in_one_loop, in_process_caller_of
+
+    caller = in_process_caller_of(demo)
+    arguments = {"name": "Follow-up"} if tool == "create_task_category" else {}
+    done = in_one_loop(lambda: pipeline.run_tool_call(caller, tool, arguments))
+    assert done.result.is_error
+    return str(done.result.text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_skewed_clock_is_named_in_the_tool_error(make_tenant, monkeypatch):
+    import time
+
+    from qontak import mekari
+
+    demo = make_tenant(gateway=True)
+    monkeypatch.setattr(mekari, "CLOCK", lambda: time.time() - 600)
+    text = _gateway_error(demo, monkeypatch)
+    assert "refused this tenant's HMAC credentials (HTTP 401" in text
+    assert "Date header is more than 300 seconds away" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_secret_replaced_behind_our_back_is_named_in_the_tool_error(make_tenant, monkeypatch):
+    from controlplane import vault
+
+    demo = make_tenant(gateway=True)
+    ref = tokens.secret_ref(demo.tenant.credential)
+    version = vault.read_fields(ref)[1]  # type: ignore[index]
+    vault.write_fields(ref, {"client_secret": "not-the-secret"}, cas=version)
+    tokens._hmac_copies.clear()
+    text = _gateway_error(demo, monkeypatch)
+    assert "HMAC signature cannot be verified" in text
+    assert "set_hmac_credential" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unknown_client_id_is_named_in_the_tool_error(make_tenant, monkeypatch):
+    from controlplane.models import QontakCredential
+
+    demo = make_tenant(gateway=True)
+    QontakCredential.objects.filter(tenant=demo.tenant).update(client_id="nobody")
+    tokens._hmac_copies.clear()
+    assert "client id is not known" in _gateway_error(demo, monkeypatch)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_digest_is_named_in_the_tool_error(make_tenant, monkeypatch):
+    from qontak import mekari
+
+    demo = make_tenant(gateway=True)
+    signed = mekari.signed_headers
+
+    def without_digest(*args: Any, **kwargs: Any) -> dict[str, str]:
+        headers = signed(*args, **kwargs)
+        headers.pop("Digest", None)
+        return headers
+
+    monkeypatch.setattr(mekari, "signed_headers", without_digest)
+    text = _gateway_error(demo, monkeypatch, tool="create_task_category")
+    assert "Digest header is missing" in text

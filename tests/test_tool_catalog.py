@@ -14,8 +14,8 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from devtools.simulator.collection import CollectionRequest, load_requests
-from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind
-from tests.calls import audited_calls, with_mcp
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint, Kind, gateway_path
+from tests.calls import GATEWAY_CRM_USER, audited_calls, with_mcp
 from tests.servers import simulator_requests
 
 OAUTH_ROUTE = "POST /oauth/token"
@@ -194,10 +194,14 @@ def test_tools_list_shows_every_tool_with_schemas_and_annotations(control_plane,
     assert {"required", "optional"} <= set(discovery["properties"])
 
 
+@pytest.mark.parametrize("form", ["legacy", "gateway"])
 def test_every_tool_reaches_its_collection_route_with_the_arguments_sent(
-    control_plane, make_tenant, simulator, era
+    control_plane, make_tenant, simulator, era, form
 ):
-    demo = make_tenant()
+    """Legacy: /api/v3.1 with a bearer token. Gateway: the same resources under /qontak/crm,
+    every request HMAC-signed (the simulator verifies each) and acting as the key's user."""
+    gateway = form == "gateway"
+    demo = make_tenant(gateway=gateway)
     calls = collection_calls()
 
     async def call_all(client: Client) -> list[Any]:
@@ -210,11 +214,18 @@ def test_every_tool_reaches_its_collection_route_with_the_arguments_sent(
         assert json.loads(result.content[0].text) == result.structured_content, call.tool
 
     recorded = simulator_requests(simulator, demo.account)
-    assert {r["route"] for r in recorded} == COLLECTION_ROUTES
-    api_requests = [r for r in recorded if r["path"].startswith(API_PREFIX)]
+    prefix = "/qontak/crm" if gateway else API_PREFIX
+    api_requests = [r for r in recorded if r["path"].startswith(prefix)]
+    if gateway:  # storing the credential validated it with one signed read first
+        probe, *api_requests = api_requests
+        assert probe["path"] == "/qontak/crm/contacts/info" and probe["status"] == 200
+    assert {r["route"] for r in api_requests} == COLLECTION_ROUTES - {OAUTH_ROUTE}
     assert len(api_requests) == len(calls)
     for call, request in zip(calls, api_requests, strict=True):
         path, query, body = call.sent()
+        if gateway:
+            path = "/qontak/crm" + gateway_path(path)
+            assert request["sso_user"] == GATEWAY_CRM_USER, call.tool
         assert request["route"] == call.route, call.tool
         assert (request["method"], request["path"]) == (call.endpoint.method, path), call.tool
         assert request["query"] == query, call.tool

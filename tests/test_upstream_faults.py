@@ -5,40 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from controlplane import backoff
-from mcpserver import audit_writer, pipeline
-from qontak.client import close_client
-from tests.calls import TenantWithKey
+from mcpserver import pipeline
+from tests.calls import TenantWithKey, in_one_loop, in_process_caller_of
 from tests.servers import set_simulator_faults, simulator_requests
-
-
-def _caller(demo: TenantWithKey) -> pipeline.Caller:
-    api_key = demo.tenant.api_keys.get()
-    return pipeline.Caller(
-        api_key_id=api_key.pk,
-        key_prefix=api_key.prefix,
-        read_only=False,
-        tenant=demo.tenant,
-        request_id="req-faults",
-    )
-
-
-def _in_one_loop(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """The HTTP pool and the Redis link belong to one event loop: run a test's calls in one."""
-
-    async def run() -> Any:
-        try:
-            return await scenario()
-        finally:
-            await audit_writer.drain()
-            await close_client()
-
-    return asyncio.run(run())
 
 
 def _api_requests(simulator: Any, demo: TenantWithKey) -> list[dict[str, Any]]:
@@ -57,10 +31,10 @@ def pause_store(request, private_redis, settings, monkeypatch):
 def test_a_slow_qontak_gets_one_deadline_for_the_whole_call(make_tenant, own_simulator, settings):
     settings.TOOL_CALL_DEADLINE = 1.0
     demo = make_tenant(qontak=own_simulator)
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
     set_simulator_faults(own_simulator, latency_ms=3000)
     started = time.monotonic()
-    result = _in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
+    result = in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
     assert time.monotonic() - started < 2.5
     assert result.result.is_error
     assert result.result.text.startswith("Qontak did not answer within 1 s")
@@ -70,10 +44,10 @@ def test_a_slow_qontak_gets_one_deadline_for_the_whole_call(make_tenant, own_sim
 def test_retries_of_a_failing_read_stop_at_the_deadline(make_tenant, own_simulator, settings):
     settings.TOOL_CALL_DEADLINE = 1.0
     demo = make_tenant(qontak=own_simulator)
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
     set_simulator_faults(own_simulator, latency_ms=400, fail_next={"status": 503, "count": 10})
     started = time.monotonic()
-    done = _in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
+    done = in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
     assert time.monotonic() - started < 2.0
     assert done.result.is_error
     assert len(_api_requests(own_simulator, demo)) <= 2
@@ -82,7 +56,7 @@ def test_retries_of_a_failing_read_stop_at_the_deadline(make_tenant, own_simulat
 def test_a_retry_after_pauses_every_call_of_the_tenant(make_tenant, own_simulator, pause_store):
     demo = make_tenant(qontak=own_simulator)
     set_simulator_faults(own_simulator, fail_next={"status": 429, "count": 1, "retry_after": 2})
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
 
     async def scenario() -> list[pipeline.ToolCallDone]:
         limited = await pipeline.run_tool_call(caller, "create_note", {"note": "n"})
@@ -91,7 +65,7 @@ def test_a_retry_after_pauses_every_call_of_the_tenant(make_tenant, own_simulato
         after = await pipeline.run_tool_call(caller, "get_contact", {"id": 1})
         return [limited, paused, after]
 
-    limited, paused, after = _in_one_loop(scenario)
+    limited, paused, after = in_one_loop(scenario)
     assert limited.result.text.startswith("Qontak answered HTTP 429")
     assert paused.result.is_error
     assert "Qontak is rate limiting this account (HTTP 429)" in paused.result.text
@@ -105,12 +79,12 @@ def test_repeated_failures_pause_the_tenant_instead_of_retrying_on(
 ):
     demo = make_tenant(qontak=own_simulator)
     set_simulator_faults(own_simulator, fail_next={"status": 503, "count": 50})
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
 
     async def scenario() -> list[pipeline.ToolCallDone]:
         return [await pipeline.run_tool_call(caller, "get_contact", {"id": 1}) for _ in range(4)]
 
-    results = _in_one_loop(scenario)
+    results = in_one_loop(scenario)
     assert all(done.result.is_error for done in results)
     assert "calls to it are paused" in results[-1].result.text
     assert len(_api_requests(own_simulator, demo)) == backoff.BREAKER_FAILURES
@@ -118,7 +92,7 @@ def test_repeated_failures_pause_the_tenant_instead_of_retrying_on(
 
 def test_a_reset_connection_is_retried_for_a_read_but_not_for_a_create(make_tenant, own_simulator):
     demo = make_tenant(qontak=own_simulator)
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
 
     async def scenario() -> list[pipeline.ToolCallDone]:
         set_simulator_faults(own_simulator, fail_next={"reset": True, "count": 1})
@@ -127,7 +101,7 @@ def test_a_reset_connection_is_retried_for_a_read_but_not_for_a_create(make_tena
         create = await pipeline.run_tool_call(caller, "create_note", {"note": "n"})
         return [read, create]
 
-    read, create = _in_one_loop(scenario)
+    read, create = in_one_loop(scenario)
     assert not read.result.is_error
     assert create.result.is_error
     assert create.result.text.startswith("cannot reach Qontak: the connection was reset")
@@ -138,9 +112,9 @@ def test_a_reset_connection_is_retried_for_a_read_but_not_for_a_create(make_tena
 
 def test_a_host_dropped_from_the_allowed_list_receives_nothing_more(make_tenant, settings):
     demo = make_tenant()
-    caller = _caller(demo)
+    caller = in_process_caller_of(demo)
     settings.QONTAK_ALLOWED_HOSTS = ["app.qontak.com"]  # the simulator's host is gone
-    done = _in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
+    done = in_one_loop(lambda: pipeline.run_tool_call(caller, "get_contact", {"id": 1}))
     assert done.result.is_error
     assert "no longer allowed" in done.result.text and "nothing was sent" in done.result.text
     assert demo.tenant.tool_calls.get().outcome == "unavailable"
