@@ -82,7 +82,7 @@ class QontakCredential(models.Model):
     """Where a tenant's Qontak tokens live in Vault, and what we know about them (no secret)."""
 
     class Status(models.TextChoices):
-        MISSING = "missing", "No refresh token stored"
+        MISSING = "missing", "No credential stored"
         VALID = "valid", "Valid"
         NEEDS_REAUTHORIZATION = "needs_reauthorization", "Needs re-authorization in Qontak"
         ERROR = "error", "Last refresh failed"

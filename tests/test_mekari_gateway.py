@@ -253,3 +253,28 @@ def test_a_missing_digest_is_named_in_the_tool_error(make_tenant, monkeypatch):
     monkeypatch.setattr(mekari, "signed_headers", without_digest)
     text = _gateway_error(demo, monkeypatch, tool="create_task_category")
     assert "Digest header is missing" in text
+
+
+def test_an_operator_sets_the_hmac_credential_in_the_admin_and_tests_the_connection(
+    operator, simulator, transactional_db, openbao
+):
+    from django.urls import reverse
+
+    from controlplane import tenants
+
+    tenant = tenants.tenant_create(
+        slug="gw-admin", auth="mekari-hmac", qontak_base_url=f"{simulator.url}/qontak/crm"
+    )
+    client_id, secret = create_simulator_hmac_account(simulator.url, "gw-admin")
+    change = operator.get(reverse("admin:controlplane_tenant_change", args=[tenant.pk]))
+    assert "Set HMAC credential" in change.content.decode()
+    page = reverse("admin:controlplane_tenant_credential", args=[tenant.pk])
+    stored = operator.post(page, {"client_id": client_id, "client_secret": secret}, follow=True)
+    assert "Stored a validated HMAC credential for gw-admin." in stored.content.decode()
+    assert secret not in stored.content.decode()
+    tested = operator.post(
+        reverse("admin:controlplane_tenant_changelist"),
+        {"action": "test_connection", "_selected_action": [tenant.pk]},
+        follow=True,
+    )
+    assert "the Mekari API Gateway answered; the credential works" in tested.content.decode()

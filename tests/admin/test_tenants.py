@@ -73,7 +73,7 @@ def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, open
     assert "ready: Vault, token refresh and the Qontak API all answered" in shown
     assert "set_refresh_token empty" in shown
     listing = operator.get(changelist).content.decode()
-    assert "Valid" in listing and "No refresh token stored" in listing
+    assert "Valid" in listing and "No credential stored" in listing
 
 
 def test_destructive_actions_ask_for_confirmation_before_doing_anything(operator):
