@@ -13,6 +13,9 @@ database is unreachable (tool_call_stored) keep that time when they are replayed
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import json
 import logging
 import uuid
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.utils.crypto import salted_hmac
+from django.conf import settings
 
 from controlplane import metrics
 from controlplane.models import ToolCall
@@ -96,7 +99,13 @@ def arguments_digest(arguments: Any) -> str:
     """Keyed (HMAC with SECRET_KEY), so a guessed phone number cannot be checked against it;
     identical arguments still get identical digests."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return salted_hmac("audit-arguments", canonical, algorithm="sha256").hexdigest()
+    return hmac.new(_digest_key(settings.SECRET_KEY), canonical.encode(), "sha256").hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _digest_key(secret_key: str) -> bytes:
+    """The digest's key, derived from SECRET_KEY once rather than on every row."""
+    return hashlib.sha256(b"qmcp.audit-arguments" + secret_key.encode()).digest()
 
 
 @dataclass(frozen=True)

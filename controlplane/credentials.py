@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from controlplane import config_version, tokens, vault
+from controlplane import config_version, gateway_credentials, tokens, vault
 from controlplane.errors import (
     ApplicationError,
     InvalidInput,
@@ -221,7 +221,9 @@ def tenant_connection_test(*, tenant: Tenant) -> str:
     Raises the same domain errors as a tool call would, so the admin shows the same reasons.
     """
     if tenant.auth == Tenant.Auth.MEKARI_HMAC:
-        status, said = _gateway_probe(tenant, tokens.hmac_credential_for(tenant=tenant))
+        status, said = _gateway_probe(
+            tenant, gateway_credentials.hmac_credential_for(tenant=tenant)
+        )
         if status != 200:
             raise UpstreamError(
                 f"the Mekari API Gateway answered HTTP {status} to a signed read"

@@ -11,9 +11,9 @@ calls Qontak. The rotated refresh token is written to Vault with check-and-set b
 access token is handed out, because Qontak has already invalidated the old one.
 
 A token belongs to the Qontak base URL that issued it: copies and stored tokens for another
-URL are ignored, so changing a tenant's URL never sends its token to the new host. After
-Vault fails to answer, cold fetches fail at once for VAULT_QUIET_SECONDS instead of each
-waiting for the timeout again; a copy that has not expired is still used meanwhile.
+URL are ignored, so changing a tenant's URL never sends its token to the new host. While
+Vault does not answer (its reads then fail at once for a few seconds, controlplane.vault), a
+copy that has not expired is still used.
 
 `access_token` is the tool-call path's one entry point (async); every other function blocks.
 """
@@ -46,7 +46,7 @@ from controlplane.errors import (
 from controlplane.models import QontakCredential, Tenant
 from controlplane.redis import sync_redis
 from controlplane.tenants import tenant_qontak_base_url
-from qontak import mekari, oauth
+from qontak import oauth
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ MAX_REFRESH_MARGIN = 300.0
 REFRESH_MARGIN_SHARE = 0.1
 # Waiting for another refresh of the same tenant gives up well before a call's deadline.
 LOCK_WAIT_SECONDS = 10.0
-VAULT_QUIET_SECONDS = 5.0
 TOKEN_THREADS = 16
 
 
@@ -79,8 +78,7 @@ class CachedToken:
 _cache: dict[int, CachedToken] = {}
 _process_locks: dict[int, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
-_vault_quiet_until = 0.0
-_token_pool = ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="tokens")
+token_threads = ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="tokens")
 # One refresh per (tenant, token it replaces) in flight in this worker; callers share it.
 _flights: dict[tuple[int, str | None], asyncio.Task[str]] = {}
 
@@ -151,7 +149,7 @@ def _refresh_soon(tenant: Tenant) -> None:
 
 
 async def _in_token_thread(tenant: Tenant, stale_token: str | None) -> str:
-    return await sync_to_async(_pooled, thread_sensitive=False, executor=_token_pool)(
+    return await sync_to_async(_pooled, thread_sensitive=False, executor=token_threads)(
         tenant, stale_token
     )
 
@@ -168,12 +166,9 @@ def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
     not expired yet is still returned: a token that works is better than an error. Raises
     CredentialMissing, CredentialUnavailable, ReauthorizationRequired or UpstreamError.
     """
-    global _vault_quiet_until
     try:
         return _access_token_for(tenant, stale_token)
     except CredentialUnavailable as exc:
-        if isinstance(exc, vault.VaultUnreachable):
-            _vault_quiet_until = time.monotonic() + VAULT_QUIET_SECONDS
         logger.warning(
             "vault_unavailable: %s",
             exc.message,
@@ -193,12 +188,6 @@ def _access_token_for(tenant: Tenant, stale_token: str | None) -> str:
     cached = _fresh_copy(tenant, stale_token)
     if cached is not None:
         return cached
-    quiet = _vault_quiet_until - time.monotonic()
-    if quiet > 0:
-        raise CredentialUnavailable(
-            "credential store unavailable: Vault did not answer a moment ago; retry in "
-            f"{max(round(quiet), 1)} s"
-        )
     credential = _usable_credential(tenant)
     stored = _stored_token(tenant, credential, stale_token)  # no lock needed to read
     if stored is not None:
@@ -407,64 +396,3 @@ def refresh(
         extra={"event": "token_refreshed", "tenant": tenant.slug},
     )
     return entry
-
-
-# Mekari gateway tenants: the HMAC client secret, read from Vault once per worker and kept
-# until a configuration change is announced (set_hmac_credential announces one), or for at
-# most HMAC_COPY_SECONDS without a live subscription.
-HMAC_COPY_SECONDS = 30.0
-_hmac_copies: dict[int, tuple[mekari.HmacCredential, str | None, float]] = {}
-
-
-async def hmac_credential(*, tenant: Tenant, version: str | None) -> mekari.HmacCredential:
-    """The tenant's gateway credential for a tool call: this worker's copy while it belongs to
-    `version` (or is young enough without one), else Vault on a token thread."""
-    copy = _hmac_copies.get(tenant.pk)
-    if copy is not None:
-        credential, copied_under, copied_at = copy
-        if (version is not None and copied_under == version) or (
-            version is None and time.monotonic() - copied_at < HMAC_COPY_SECONDS
-        ):
-            return credential
-    return await asyncio.shield(_hmac_flight(tenant, version))
-
-
-def _hmac_flight(tenant: Tenant, version: str | None) -> asyncio.Task[mekari.HmacCredential]:
-    async def read() -> mekari.HmacCredential:
-        credential = await sync_to_async(
-            _pooled_hmac, thread_sensitive=False, executor=_token_pool
-        )(tenant)
-        _hmac_copies[tenant.pk] = (credential, version, time.monotonic())
-        return credential
-
-    return asyncio.get_running_loop().create_task(read())
-
-
-def _pooled_hmac(tenant: Tenant) -> mekari.HmacCredential:
-    close_old_connections()
-    return hmac_credential_for(tenant=tenant)
-
-
-def hmac_credential_for(*, tenant: Tenant) -> mekari.HmacCredential:
-    """The tenant's client id (database) and client secret (Vault). Raises CredentialMissing
-    or CredentialUnavailable."""
-    global _vault_quiet_until
-    quiet = _vault_quiet_until - time.monotonic()
-    if quiet > 0:
-        raise CredentialUnavailable(
-            "credential store unavailable: Vault did not answer a moment ago; retry in "
-            f"{max(round(quiet), 1)} s"
-        )
-    credential = QontakCredential.objects.get(tenant=tenant)
-    try:
-        found = vault.read_fields(secret_ref(credential))
-    except vault.VaultUnreachable:
-        _vault_quiet_until = time.monotonic() + VAULT_QUIET_SECONDS
-        raise
-    secret = "" if found is None else str(found[0].get("client_secret", ""))
-    if not secret or not credential.client_id or credential.vault_version is None:
-        raise CredentialMissing(
-            f"no Mekari HMAC credential stored for tenant '{tenant.slug}': store it (admin: "
-            f"Set HMAC secret, or `manage.py set_hmac_credential {tenant.slug} --client-id ID`)"
-        )
-    return mekari.HmacCredential(client_id=credential.client_id, client_secret=secret)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -136,8 +137,22 @@ def _unavailable(exc: Exception) -> CredentialUnavailable:
     return CredentialUnavailable(f"credential store error: {type(exc).__name__}")
 
 
+# After Vault fails to answer a read, reads fail at once for this long instead of each waiting
+# for the timeout again (writes always try: a rotated refresh token must not be dropped).
+QUIET_SECONDS = 5.0
+_quiet_until = 0.0
+
+
 def read_fields(ref: SecretRef) -> tuple[dict[str, Any], int] | None:
-    """The secret's fields and KV version, or None when nothing has been stored yet."""
+    """The secret's fields and KV version, or None when nothing has been stored yet. Raises
+    VaultUnreachable at once for QUIET_SECONDS after Vault last failed to answer a read."""
+    global _quiet_until
+    quiet = _quiet_until - time.monotonic()
+    if quiet > 0:
+        raise VaultUnreachable(
+            "credential store unavailable: Vault did not answer a moment ago; retry in "
+            f"{max(round(quiet), 1)} s"
+        )
     try:
         answer = _vault().secrets.kv.v2.read_secret_version(
             path=ref.path, mount_point=ref.mount, raise_on_deleted_version=True
@@ -145,7 +160,10 @@ def read_fields(ref: SecretRef) -> tuple[dict[str, Any], int] | None:
     except hvac.exceptions.InvalidPath:
         return None
     except (requests.RequestException, hvac.exceptions.VaultError) as exc:
-        raise _unavailable(exc) from exc
+        failure = _unavailable(exc)
+        if isinstance(failure, VaultUnreachable):
+            _quiet_until = time.monotonic() + QUIET_SECONDS
+        raise failure from exc
     return dict(answer["data"]["data"]), int(answer["data"]["metadata"]["version"])
 
 

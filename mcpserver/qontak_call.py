@@ -16,7 +16,7 @@ import asyncio
 from django.conf import settings
 from pydantic import BaseModel
 
-from controlplane import backoff, policies, ratelimit, tokens
+from controlplane import backoff, gateway_credentials, policies, ratelimit, tokens
 from controlplane.errors import CredentialMissing, RateLimited, UpstreamError
 from controlplane.models import Tenant
 from controlplane.tenants import tenant_qontak_base_url
@@ -106,7 +106,7 @@ async def send(
     try:
         async with asyncio.timeout_at(deadline):
             if gateway:
-                credential = await tokens.hmac_credential(
+                credential = await gateway_credentials.hmac_credential(
                     tenant=tenant, version=caller.config_version
                 )
                 response = await attempt(_signed(credential, caller.qontak_user))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from controlplane import credentials, policies, tenants, tokens, vault
+from controlplane import credentials, gateway_credentials, policies, tenants, tokens, vault
 from devtools.devstack import (
     ManagedProcess,
     create_simulator_account,
@@ -169,7 +169,7 @@ def make_tenant(
     if wait_for_audit_rows is not None:
         wait_for_audit_rows()
     tokens.forget_cached_tokens()
-    tokens._hmac_copies.clear()
+    gateway_credentials._hmac_copies.clear()
     policies.forget_cached_policies()
 
 

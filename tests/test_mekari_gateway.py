@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from mcp import Client
 
-from controlplane import tokens
+from controlplane import gateway_credentials, tokens
 from controlplane.models import Tenant, ToolCall
 from devtools.devstack import ManagedProcess, create_simulator_hmac_account
 from tests.calls import audit_barrier, audited_calls, with_mcp
@@ -75,7 +75,7 @@ def make_gateway_tenant(
     yield make
     if wait_for_audit_rows is not None:
         wait_for_audit_rows()
-    tokens._hmac_copies.clear()
+    gateway_credentials._hmac_copies.clear()
 
 
 def test_tool_calls_reach_the_gateway_signed_and_as_the_keys_crm_user(
@@ -222,7 +222,7 @@ def test_a_secret_replaced_behind_our_back_is_named_in_the_tool_error(make_tenan
     ref = tokens.secret_ref(demo.tenant.credential)
     version = vault.read_fields(ref)[1]  # type: ignore[index]
     vault.write_fields(ref, {"client_secret": "not-the-secret"}, cas=version)
-    tokens._hmac_copies.clear()
+    gateway_credentials._hmac_copies.clear()
     text = _gateway_error(demo, monkeypatch)
     assert "HMAC signature cannot be verified" in text
     assert "set_hmac_credential" in text
@@ -234,7 +234,7 @@ def test_an_unknown_client_id_is_named_in_the_tool_error(make_tenant, monkeypatc
 
     demo = make_tenant(gateway=True)
     QontakCredential.objects.filter(tenant=demo.tenant).update(client_id="nobody")
-    tokens._hmac_copies.clear()
+    gateway_credentials._hmac_copies.clear()
     assert "client id is not known" in _gateway_error(demo, monkeypatch)
 
 

@@ -24,7 +24,7 @@ def cold_workers() -> Iterator[None]:
     tokens.forget_cached_tokens()
     yield
     tokens.forget_cached_tokens()
-    tokens._vault_quiet_until = 0.0
+    vault._quiet_until = 0.0
 
 
 def _timed(scenario: Callable[[], Coroutine[Any, Any, float]]) -> tuple[float, float]:
