@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from controlplane import vault
 from controlplane.errors import CredentialMissing
@@ -49,7 +49,10 @@ def _hmac_flight(tenant: Tenant, version: str | None) -> asyncio.Task[mekari.Hma
 
 def _pooled_hmac(tenant: Tenant) -> mekari.HmacCredential:
     close_old_connections()
-    return hmac_credential_for(tenant=tenant)
+    try:
+        return hmac_credential_for(tenant=tenant)
+    finally:
+        connection.close()  # a token thread keeps no idle connection
 
 
 def hmac_credential_for(*, tenant: Tenant) -> mekari.HmacCredential:

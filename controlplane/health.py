@@ -39,7 +39,7 @@ def _database() -> tuple[bool, str]:
     except DatabaseError as exc:
         return False, f"{connection.vendor}: {type(exc).__name__}"
     finally:
-        connection.close_if_unusable_or_obsolete()
+        connection.close()  # each check connects anew: that is what it proves
 
 
 def _cache() -> tuple[bool, str]:

@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -285,6 +285,14 @@ def _record_use(api_key_id: int, when: datetime) -> None:
     ApiKey.objects.filter(pk=api_key_id).update(last_used_at=when)
 
 
+def _record_use_and_disconnect(api_key_id: int, when: datetime) -> None:
+    """The background write, on a pool thread that keeps no idle connection."""
+    try:
+        _record_use(api_key_id, when)
+    finally:
+        connection.close()
+
+
 # This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
 _known_keys: VersionedCache[str, ApiKey] = VersionedCache()
 # Background writes of last_used_at, kept referenced until they finish.
@@ -296,7 +304,7 @@ async def _record_use_in_background(api_key: ApiKey) -> None:
     now = timezone.now()
     api_key.last_used_at = now  # this worker's copy is not due again for a while
     try:
-        await sync_to_async(_record_use, thread_sensitive=False)(api_key.pk, now)
+        await sync_to_async(_record_use_and_disconnect, thread_sensitive=False)(api_key.pk, now)
     except DatabaseError:
         logger.info(
             "last use of an API key not recorded: database unavailable",

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
@@ -155,8 +155,13 @@ async def _in_token_thread(tenant: Tenant, stale_token: str | None) -> str:
 
 
 def _pooled(tenant: Tenant, stale_token: str | None) -> str:
-    close_old_connections()  # a pool thread keeps its own connection: check it like a request
-    return access_token_for(tenant=tenant, stale_token=stale_token)
+    """On a token thread: its own database connection, closed after use, since cold fetches
+    are rare and an idle connection per thread would only pile up."""
+    close_old_connections()
+    try:
+        return access_token_for(tenant=tenant, stale_token=stale_token)
+    finally:
+        connection.close()
 
 
 def access_token_for(*, tenant: Tenant, stale_token: str | None = None) -> str:
