@@ -41,6 +41,8 @@ from devtools.devstack import ManagedProcess, free_port, wait_until_ready
 
 # Waves of concurrent fresh-connection calls that warm each worker before anything is measured.
 WARM_WAVES = 5
+# Times a concurrency-16 round is run again when one worker got every connection.
+ONE_WORKER_RETRIES = 2
 
 
 class Bench:
@@ -111,6 +113,34 @@ class Bench:
         result = answer.json().get("result") or {}
         if result.get("isError") or "John" not in json.dumps(result):
             raise RuntimeError(f"tool call did not succeed: {answer.text[:500]}")
+
+    def measured_round(
+        self, request: Request, server: Server, concurrency: int, seconds: float
+    ) -> dict[str, Any]:
+        """One round, with how its connections were shared between the workers. A round in
+        which one worker of several got every connection measured one worker, not the
+        server: it is run again, up to ONE_WORKER_RETRIES times (every attempt is kept)."""
+        attempts: list[dict[str, Any]] = []
+        for _ in range(1 + ONE_WORKER_RETRIES):
+            meter = self.foreign.start()
+            split: list[list[int]] = []
+            census = threading.Timer(
+                seconds / 2,
+                lambda split=split: split.append(
+                    sorted(server.connections_per_worker().values(), reverse=True)
+                ),
+            )
+            census.start()
+            summary = self.driver.timed(request, concurrency, seconds)
+            census.join()
+            summary["foreign_cpu_pct"] = self.foreign.stop(meter)
+            summary["connections_per_worker"] = split[0] if split else []
+            attempts.append(summary)
+            shares = summary["connections_per_worker"]
+            if concurrency == 1 or server.worker_count == 1 or (shares and min(shares) > 0):
+                break
+        attempts[-1]["one_worker_attempts"] = attempts[:-1]
+        return attempts[-1]
 
     def warm_every_worker(self, request: Request, server: Server) -> int:
         """Calls on fresh connections, many at once, until every worker has served some, so
@@ -201,19 +231,9 @@ class Bench:
                 rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in requests}
                 for _ in range(self.args.rounds):
                     for _, server, _ in targets:
-                        meter = self.foreign.start()
-                        split: list[list[int]] = []
-                        census = threading.Timer(
-                            per_round / 2,
-                            lambda server=server, split=split: split.append(
-                                sorted(server.connections_per_worker().values(), reverse=True)
-                            ),
+                        summary = self.measured_round(
+                            requests[server.name], server, concurrency, per_round
                         )
-                        census.start()
-                        summary = self.driver.timed(requests[server.name], concurrency, per_round)
-                        census.join()
-                        summary["foreign_cpu_pct"] = self.foreign.stop(meter)
-                        summary["connections_per_worker"] = split[0] if split else []
                         rounds[server.name].append(summary)
                 for target, server, _ in targets:
                     row = row_from(
