@@ -16,7 +16,7 @@ from django.db import close_old_connections, connection
 from controlplane import vault
 from controlplane.errors import CredentialMissing
 from controlplane.models import QontakCredential, Tenant
-from controlplane.tokens import secret_ref, token_threads
+from controlplane.tokens import secret_ref, single_flight, token_threads
 from qontak import mekari
 
 HMAC_COPY_SECONDS = 30.0
@@ -44,7 +44,7 @@ def _hmac_flight(tenant: Tenant, version: str | None) -> asyncio.Task[mekari.Hma
         _hmac_copies[tenant.pk] = (credential, version, time.monotonic())
         return credential
 
-    return asyncio.get_running_loop().create_task(read())
+    return single_flight(("hmac", tenant.pk, version), read)
 
 
 def _pooled_hmac(tenant: Tenant) -> mekari.HmacCredential:

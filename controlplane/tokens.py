@@ -24,11 +24,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -79,8 +80,9 @@ _cache: dict[int, CachedToken] = {}
 _process_locks: dict[int, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
 token_threads = ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="tokens")
-# One refresh per (tenant, token it replaces) in flight in this worker; callers share it.
-_flights: dict[tuple[int, str | None], asyncio.Task[str]] = {}
+# One fetch per credential in flight in this worker; callers share it (single_flight).
+_flights: dict[Hashable, asyncio.Task[Any]] = {}
+T = TypeVar("T")
 
 
 def refresh_margin(lifetime: float) -> float:
@@ -128,17 +130,24 @@ async def access_token(*, tenant: Tenant, stale_token: str | None = None) -> str
     return await asyncio.shield(_flight(tenant, stale_token))
 
 
-def _flight(tenant: Tenant, stale_token: str | None) -> asyncio.Task[str]:
-    key = (tenant.pk, stale_token)
+def single_flight(key: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
+    """The task already fetching `key` in this worker, or a new one from `start`: however many
+    callers need the same credential at once, it is fetched once."""
     loop = asyncio.get_running_loop()
     task = _flights.get(key)
     if task is None or task.done() or task.get_loop() is not loop:
-        task = loop.create_task(_in_token_thread(tenant, stale_token))
+        task = loop.create_task(start())
         _flights[key] = task
         task.add_done_callback(
             lambda done: _flights.pop(key, None) if _flights.get(key) is done else None
         )
     return task
+
+
+def _flight(tenant: Tenant, stale_token: str | None) -> asyncio.Task[str]:
+    return single_flight(
+        ("token", tenant.pk, stale_token), lambda: _in_token_thread(tenant, stale_token)
+    )
 
 
 def _refresh_soon(tenant: Tenant) -> None:
