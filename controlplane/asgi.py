@@ -27,10 +27,9 @@ from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from controlplane import vault  # noqa: E402
+from controlplane.oauth.resource import MCP_PATH  # noqa: E402
 from controlplane.operator.routing import websocket_urlpatterns  # noqa: E402
 from mcpserver.server import lifespan, mcp_endpoint  # noqa: E402
-
-MCP_PATH = "/mcp"
 
 # The Origin check is the websocket's CSRF protection: the browser sends the admin's session
 # cookie to any page's websocket, so only pages served from ALLOWED_HOSTS may open one.

@@ -123,6 +123,8 @@ class ToolCallRecord:
     called_at: datetime  # timezone-aware; the row's created_at
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     qontak_user: str = ""  # the CRM user (Mekari SSO id) the call acted as, if any
+    person: str = ""  # the person (username) of an OAuth call
+    oauth_client: str = ""  # the assistant client of an OAuth call
 
 
 def _row(record: ToolCallRecord) -> ToolCall:
@@ -141,6 +143,8 @@ def _row(record: ToolCallRecord) -> ToolCall:
         request_id=record.request_id,
         message=record.message[:500],
         qontak_user=record.qontak_user,
+        person=record.person,
+        oauth_client=record.oauth_client,
     )
 
 
@@ -173,6 +177,8 @@ STORED_ROW_FIELDS = (
     "request_id",
     "message",
     "qontak_user",
+    "person",
+    "oauth_client",
 )
 
 
@@ -226,6 +232,7 @@ def tool_call_not_recorded(record: ToolCallRecord | ToolCall, error: BaseExcepti
     )
 
 
+# New columns go last: scripts read the CSV by position.
 EXPORT_FIELDS = (
     "created_at",
     "tenant",
@@ -239,6 +246,8 @@ EXPORT_FIELDS = (
     "arguments",
     "message",
     "qontak_user",
+    "person",
+    "oauth_client",
 )
 
 
@@ -257,6 +266,8 @@ def tool_call_export_row(call: ToolCall) -> dict[str, Any]:
         "arguments": call.arguments,
         "message": call.message,
         "qontak_user": call.qontak_user,
+        "person": call.person,
+        "oauth_client": call.oauth_client,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -275,6 +276,12 @@ class ToolCall(models.Model):
     qontak_user = models.CharField(
         max_length=64, blank=True, help_text="The CRM user (Mekari SSO id) the call acted as."
     )
+    person = models.CharField(
+        max_length=150, blank=True, help_text="The person (username) an OAuth call was made as."
+    )
+    oauth_client = models.CharField(
+        max_length=255, blank=True, help_text="The OAuth client (assistant) that made the call."
+    )
     request_id = models.CharField(max_length=64)
     message = models.CharField(max_length=500, blank=True)
     # Names the call, so a row replayed from the audit spool twice is stored once. NULL, not
@@ -294,3 +301,96 @@ class ToolCall(models.Model):
         if self.pk is not None:
             raise ValueError("Tool call audit rows are append-only.")
         super().save(*args, **kwargs)
+
+
+class TenantMembership(models.Model):
+    """A person's access to a tenant through OAuth: whom their calls act as in Qontak, and
+    whether they may change anything."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    qontak_user = models.CharField(
+        max_length=64, blank=True, help_text=SSO_USER_HELP + " Empty: the tenant's default."
+    )
+    read_only = models.BooleanField(
+        default=False, help_text="Only tools annotated readOnlyHint, whatever the token allows."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "user"]
+        verbose_name = "member"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="one_membership_per_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant.slug}"
+
+
+class OAuthConnection(models.Model):
+    """One person's consent, for one assistant client, on one tenant: what every token of the
+    refresh-token family it starts acts as. Made at consent with the authorization code, and
+    tied to the token family when the code is exchanged."""
+
+    membership = models.ForeignKey(
+        TenantMembership, on_delete=models.CASCADE, related_name="connections"
+    )
+    application = models.ForeignKey(
+        settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="connections",
+    )
+    grant = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_GRANT_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="connection",
+    )
+    token_family = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    scope = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "OAuth connection"
+
+    def __str__(self) -> str:
+        return f"{self.application} for {self.membership}"
+
+
+class DisabledClient(models.Model):
+    """An OAuth client an operator turned off: its tokens are refused on the next call and it
+    cannot be authorized again until the row is deleted."""
+
+    application = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="disabled",
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    disabled_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.application} (disabled)"
+
+
+class TrustedClientHost(models.Model):
+    """A host whose Client ID Metadata Documents are accepted: an assistant that names itself
+    by an https URL (claude.ai, chatgpt.com) may connect only from a host listed here."""
+
+    host = models.CharField(
+        max_length=253,
+        unique=True,
+        help_text="A host name (claude.ai), or .example.com for the domain and its subdomains.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host

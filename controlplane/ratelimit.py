@@ -167,12 +167,12 @@ async def _count(
 
 
 def _rate_windows(
-    policy: TenantPolicy, *, tenant_slug: str, key_prefix: str, tool: str
+    policy: TenantPolicy, *, tenant_slug: str, caller_subject: str, tool: str
 ) -> list[Window]:
     return [
         Window(
             group=f"mcp:{rule.tool or '*'}",
-            subject=f"key:{key_prefix}" if rule.per_key else f"tenant:{tenant_slug}",
+            subject=caller_subject if rule.per_key else f"tenant:{tenant_slug}",
             rate=rule.rate,
             hit=RateLimitHit(rule=rule, retry_after=0),
         )
@@ -201,7 +201,7 @@ async def admit_call(
     *,
     policy: TenantPolicy,
     tenant_slug: str,
-    key_prefix: str,
+    caller_subject: str,
     tool: str,
     reaches_qontak: bool = True,
 ) -> RateLimitHit | None:
@@ -214,24 +214,27 @@ async def admit_call(
     CountersUnavailable when Redis cannot be reached, and QontakPaused when the call would
     reach Qontak while the tenant's requests are paused (controlplane.backoff).
     """
-    windows = _rate_windows(policy, tenant_slug=tenant_slug, key_prefix=key_prefix, tool=tool)
+    windows = _rate_windows(
+        policy, tenant_slug=tenant_slug, caller_subject=caller_subject, tool=tool
+    )
     if not reaches_qontak:
         return await _count(windows)
     windows.append(_qontak_window(policy, tenant_slug=tenant_slug))
     return await _count(windows, gate=len(windows), tenant_slug=tenant_slug)
 
 
-LISTING_SCOPE = "tools/list requests of this API key"
+LISTING_SCOPE = "tools/list requests of this API key or person"
 
 
-async def admit_listing(*, key_prefix: str) -> RateLimitHit | None:
+async def admit_listing(*, caller_subject: str) -> RateLimitHit | None:
     """Count a tools/list request against TOOLS_LIST_RATE: listing costs a policy lookup and a
-    schema dump, so it is throttled per key apart from the tool-call limits."""
+    schema dump, so it is throttled per key (or person) apart from the tool-call limits.
+    `caller_subject` is Caller.rate_subject."""
     rate = settings.TOOLS_LIST_RATE
     rule = RateRule(rate=rate, tool="", per_key=True)
     window = Window(
         group="mcp:tools/list",
-        subject=f"key:{key_prefix}",
+        subject=caller_subject,
         rate=rate,
         hit=RateLimitHit(rule=rule, retry_after=0, scope=LISTING_SCOPE),
     )

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "auditlog",
     "axes",
     "csp",
+    "oauth2_provider",
     "controlplane",
 ]
 
@@ -284,3 +285,69 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+
+# OAuth 2.1 for assistants that cannot send a header (claude.ai, ChatGPT): Django is the
+# authorization server for /mcp (django-oauth-toolkit), README "Connect Claude.ai / ChatGPT".
+# PUBLIC_URL pins the origin that metadata, the resource and the issuer name (e.g.
+# https://mcp.example.com); empty takes it from each request (Host, and X-Forwarded-Proto when
+# TRUST_X_FORWARDED_PROTO is on).
+PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
+LOGIN_URL = "/accounts/login/"
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"  # noqa: S105
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"  # noqa: S105
+# Dynamic Client Registrations per client address and hour (django-ratelimit).
+OAUTH_REGISTRATION_RATE = env.str("OAUTH_REGISTRATION_RATE", default="20/h")
+# Client ID Metadata Documents from loopback addresses: development and tests only.
+OAUTH_CIMD_ALLOW_LOOPBACK = env.bool("OAUTH_CIMD_ALLOW_LOOPBACK", default=False)
+OAUTH2_PROVIDER = {
+    "SCOPES": {
+        "crm.read": "Read contacts, companies, deals, tasks, tickets and products",
+        "crm.write": "Create and change records (never delete them)",
+        "crm.delete": "Delete records",
+    },
+    "DEFAULT_SCOPES": ["crm.read"],
+    "OAUTH2_VALIDATOR_CLASS": "controlplane.oauth.validator.ConnectionValidator",
+    "ACCESS_TOKEN_GENERATOR": "controlplane.oauth.validator.new_access_token",
+    "REFRESH_TOKEN_GENERATOR": "controlplane.oauth.validator.new_refresh_token",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ACCESS_TOKEN_SECONDS", default=3600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_REFRESH_TOKEN_SECONDS", default=30 * 86400),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "REQUEST_APPROVAL_PROMPT": "force",  # the person picks the tenant on every consent
+    # RFC 9700: rotating refresh tokens whose reuse revokes the family, PKCE S256 only, no
+    # implicit or password grant, iss in the authorization response, tokens stored hashed.
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    # Public clients (PKCE, no secret) first: that is what assistants register as.
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": [
+        "none",
+        "client_secret_post",
+        "client_secret_basic",
+    ],
+    # http only for loopback redirects (desktop and CLI clients, RFC 8252), checked on
+    # registration by controlplane.oauth.clients.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"],
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "CIMD_ENABLED": True,
+    "CIMD_METADATA_FETCHER": "controlplane.oauth.clients.ClientMetadataFetcher",
+    "CIMD_REGISTRATION_PERMISSION_CLASSES": ("controlplane.oauth.clients.TrustedHostsOnly",),
+    "OAUTH2_PROTECTED_RESOURCE_NAME": "Qontak CRM (MCP)",
+}
+if PUBLIC_URL:
+    OAUTH2_PROVIDER["OIDC_ISS_ENDPOINT"] = PUBLIC_URL  # the issuer, and its endpoints' origin

@@ -360,7 +360,8 @@ class _FailedAuthentications:
             counts[address] = counts.get(address, 0) + 1
 
 
-_failed = _FailedAuthentications()
+# Shared by every kind of bearer credential (API keys here, OAuth tokens in controlplane.people).
+failed_authentications = _FailedAuthentications()
 
 
 async def api_key_for_request(
@@ -380,7 +381,7 @@ async def api_key_for_request(
             _bookkeeping.add(task)
             task.add_done_callback(_bookkeeping.discard)
         return known
-    _failed.check(client_address, version)
+    failed_authentications.check(client_address, version)
     try:
         api_key = await sync_to_async(_authenticate_request)(key)
     except DatabaseError:
@@ -391,7 +392,7 @@ async def api_key_for_request(
         raise
     if api_key is None:
         _known_keys.discard(digest)
-        _failed.record(client_address, version)
+        failed_authentications.record(client_address, version)
     else:
         _known_keys.put(digest, version, api_key)
     return api_key

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, metrics, policies, ratelimit
+from controlplane import audit, metrics, people, policies, ratelimit
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
@@ -97,10 +97,23 @@ def _error_result(message: str) -> ToolResult:
     return ToolResult(text=message, structured=None, is_error=True)
 
 
+def scope_needed(endpoint: Endpoint) -> str:
+    """The OAuth scope a tool needs, from its annotations (see people.tool_scope)."""
+    return people.tool_scope(
+        read_only=bool(endpoint.annotations.read_only_hint),
+        destructive=bool(endpoint.annotations.destructive_hint),
+    )
+
+
+def in_scope(caller: Caller, endpoint: Endpoint) -> bool:
+    return caller.scopes is None or scope_needed(endpoint) in caller.scopes
+
+
 def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) -> bool:
-    return policy.tool_allowed(
+    """The token's scopes, the key's or member's read-only flag, and the tenant's rules."""
+    return in_scope(caller, endpoint) and policy.tool_allowed(
         tool=endpoint.name,
-        api_key_id=caller.api_key_id,
+        api_key_id=caller.api_key_id or 0,
         key_read_only=caller.read_only,
         tool_read_only=bool(endpoint.annotations.read_only_hint),
     )
@@ -115,7 +128,7 @@ async def visible_tools(caller: Caller) -> list[Endpoint]:
     past TOOLS_LIST_RATE. Unlike calls, a listing is not refused when the counters cannot be
     reached: it changes nothing, and every call it leads to is still counted."""
     try:
-        hit = await ratelimit.admit_listing(key_prefix=caller.key_prefix)
+        hit = await ratelimit.admit_listing(caller_subject=caller.rate_subject)
     except CountersUnavailable:
         hit = None
     if hit is not None:
@@ -147,7 +160,7 @@ async def _admit(
     hit = await ratelimit.admit_call(
         policy=policy,
         tenant_slug=caller.tenant.slug,
-        key_prefix=caller.key_prefix,
+        caller_subject=caller.rate_subject,
         tool=tool,
         reaches_qontak=reaches_qontak,
     )
@@ -192,7 +205,10 @@ def _screened(
         raise InvalidInput(f"unknown tool '{shown}': call tools/list to see the available tools")
     if not _allowed(policy, caller, endpoint):
         logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
-        raise ToolDenied(f"tool '{tool}' is not available to this API key")
+        raise ToolDenied(
+            f"tool '{tool}' is not available to this "
+            + ("person's connection" if caller.person else "API key")
+        )
     return endpoint, _validated_input(endpoint, arguments)
 
 
@@ -238,6 +254,16 @@ async def run_tool_call(
             _error_result(f"internal error while running {tool}; reference {caller.request_id}"),
             ToolCall.Outcome.INTERNAL_ERROR,
         )
+    return ToolCallDone(
+        result=completed.result,
+        audit_row_written=_audited(caller, tool, arguments, completed, started),
+    )
+
+
+def _audited(
+    caller: Caller, tool: str, arguments: dict[str, Any], completed: Completed, started: float
+) -> asyncio.Future[None]:
+    """Count the call in the metrics and queue its audit row; the write's future."""
     elapsed = time.perf_counter() - started
     # Invented names would each become a series of their own.
     label = tool if tool in ENDPOINTS_BY_NAME else UNKNOWN_TOOL_LABEL
@@ -255,9 +281,26 @@ async def run_tool_call(
         request_id=caller.request_id,
         message="" if not completed.result.is_error else completed.result.text,
         qontak_user=caller.qontak_user,
+        person=caller.person,
+        oauth_client=caller.oauth_client,
         called_at=timezone.now(),
     )
-    return ToolCallDone(
-        result=completed.result,
-        audit_row_written=audit_writer.submit(record, tenant_slug=caller.tenant.slug),
+    return audit_writer.submit(record, tenant_slug=caller.tenant.slug)
+
+
+def refuse_out_of_scope(
+    caller: Caller, tool: str, arguments: dict[str, Any] | None
+) -> tuple[str, asyncio.Future[None]] | None:
+    """For a tools/call the token's scopes do not cover: the scope it needs, and the write of
+    its audit row (denied). None when the call is in scope or names no tool. No I/O: the
+    endpoint answers such a call with HTTP 403 before the SDK sees it."""
+    endpoint = ENDPOINTS_BY_NAME.get(tool)
+    if endpoint is None or in_scope(caller, endpoint):
+        return None
+    needed = scope_needed(endpoint)
+    message = f"tool '{tool}' needs the {needed} scope, which this connection was not granted"
+    logger.info(
+        "insufficient_scope", extra={"event": "insufficient_scope", **caller.log_context(tool=tool)}
     )
+    completed = Completed(_error_result(message), ToolCall.Outcome.DENIED)
+    return needed, _audited(caller, tool, arguments or {}, completed, time.perf_counter())

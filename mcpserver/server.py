@@ -27,9 +27,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
 
-from controlplane import config_version
+from controlplane import config_version, people
 from controlplane.errors import ApplicationError
-from controlplane.tenants import TooManyFailedAuthentications, api_key_for_request
+from controlplane.oauth.resource import mcp_resource, origin_of, resource_metadata_url
+from controlplane.tenants import (
+    API_KEY_SCHEME,
+    TooManyFailedAuthentications,
+    api_key_for_request,
+)
 from mcpserver import audit_writer, pipeline
 from qontak.client import close_client
 
@@ -38,9 +43,13 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "qontak-mcp-controlplane"
 CALLER_STATE_KEY = "qontak_caller"
 AUDIT_STATE_KEY = "qontak_audit"
-# Why a request is refused with 401, keyed by "no key was sent at all".
+# Why a request is refused with 401, keyed by "no credential was sent at all".
 AUTH_FAILURES = {
-    True: ("missing_key", "send Authorization: Bearer <API key>"),
+    True: (
+        "missing_key",
+        "send Authorization: Bearer <API key>, or connect with OAuth (the resource_metadata "
+        "of this challenge)",
+    ),
     False: ("invalid_key", "the API key is unknown, revoked or expired"),
 }
 
@@ -180,11 +189,17 @@ async def lifespan() -> AsyncIterator[None]:
 
 
 async def _refuse(
-    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    request_id: Any = None,
 ) -> None:
     """A JSON-RPC error body, so the official client shows the message instead of a status."""
-    code = -32001 if status == 401 else -32603
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+    code = -32001 if status in (401, 403) else -32603
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    )
     await send(
         {
             "type": "http.response.start",
@@ -195,13 +210,35 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-async def _reject_unauthenticated(send: Send, reason: str, *, credentials_sent: bool) -> None:
+def _quoted(value: str) -> str:
+    """An auth-param value (RFC 9110 quoted-string) from text of ours."""
+    return '"' + value.replace("\\", "").replace('"', "'") + '"'
+
+
+def _challenge(origin: str, *, scope: str, error: str = "", description: str = "") -> bytes:
+    """RFC 6750 and RFC 9728: where the protected-resource metadata is, which scopes to ask
+    for, and why the token was refused, if one was sent."""
+    params = [
+        'Bearer realm="qontak-mcp"',
+        f"resource_metadata={_quoted(resource_metadata_url(origin))}",
+        f"scope={_quoted(scope)}",
+    ]
+    if error:
+        params += [f"error={_quoted(error)}", f"error_description={_quoted(description)}"]
+    return ", ".join(params).encode()
+
+
+async def _reject_unauthenticated(
+    send: Send, origin: str, reason: str, *, credentials_sent: bool
+) -> None:
     """RFC 6750 3.1: a request that sent no credentials gets the bare challenge, one whose
     token was refused gets error="invalid_token"."""
-    challenge = b'Bearer realm="qontak-mcp"'
-    if credentials_sent:
-        challenge += b', error="invalid_token", error_description="' + reason.encode() + b'"'
-
+    challenge = _challenge(
+        origin,
+        scope=" ".join(people.CHALLENGE_SCOPES),
+        error="invalid_token" if credentials_sent else "",
+        description=reason,
+    )
     await _refuse(send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge)])
 
 
@@ -219,24 +256,139 @@ def _request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+async def _key_caller(
+    key: str, *, version: str | None, address: str, request_id: str
+) -> pipeline.Caller | None:
+    api_key = await api_key_for_request(key=key, version=version, client_address=address)
+    if api_key is None:
+        return None
+    return pipeline.Caller(
+        api_key_id=api_key.pk,
+        key_prefix=api_key.prefix,
+        read_only=api_key.read_only,
+        tenant=api_key.tenant,
+        request_id=request_id,
+        config_version=version,
+        qontak_user=api_key.qontak_user or api_key.tenant.default_qontak_user,
+    )
+
+
+async def _person_caller(
+    token: str, *, version: str | None, address: str, request_id: str, resource: str
+) -> pipeline.Caller:
+    """The caller an OAuth access token names; raises people.TokenRefused."""
+    principal = await people.principal_for_request(
+        token=token, version=version, client_address=address
+    )
+    if not principal.allows_resource(resource):
+        raise people.TokenRefused(
+            f"the access token was issued for another resource: connect the assistant to {resource}"
+        )
+    return pipeline.Caller(
+        api_key_id=None,
+        key_prefix="",
+        read_only=principal.read_only,
+        tenant=principal.tenant,
+        request_id=request_id,
+        config_version=version,
+        qontak_user=principal.qontak_user,
+        person=principal.username,
+        membership_id=principal.membership_id,
+        oauth_client=principal.client,
+        scopes=principal.scopes,
+    )
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The request body (up to the SDK's limit; the SDK refuses larger ones), and a receive
+    that hands the SDK every message again."""
+    messages: list[Any] = []
+    size = 0
+    while size <= settings.MCP_MAX_BODY_BYTES:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+    async def replay() -> Any:
+        return messages.pop(0) if messages else await receive()
+
+    return body, replay
+
+
+def _tool_call_in(body: bytes) -> tuple[Any, str, dict[str, Any] | None] | None:
+    """The JSON-RPC id, tool name and arguments of a tools/call body, or None."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "tools/call":
+        return None
+    params = message.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+        return None
+    arguments = params.get("arguments")
+    return message.get("id"), params["name"], arguments if isinstance(arguments, dict) else None
+
+
+async def _refuse_out_of_scope(
+    send: Send, origin: str, caller: pipeline.Caller, body: bytes
+) -> bool:
+    """Step-up (MCP authorization): a tools/call the token's scopes do not cover is answered
+    with HTTP 403 insufficient_scope, naming every scope the call needs. True when refused."""
+    call = _tool_call_in(body)
+    if call is None:
+        return False
+    message_id, tool, arguments = call
+    refused = pipeline.refuse_out_of_scope(caller, tool, arguments)
+    if refused is None:
+        return False
+    needed, audit_row_written = refused
+    scopes = " ".join(sorted({*(caller.scopes or ()), needed}))
+    reason = f"the tool {tool} needs the {needed} scope: authorize again to grant it"
+    challenge = _challenge(origin, scope=scopes, error="insufficient_scope", description=reason)
+    await _refuse(send, 403, reason, [(b"www-authenticate", challenge)], request_id=message_id)
+    await audit_row_written
+    return True
+
+
 async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """ASGI app for exactly /mcp: check Host and Origin, authenticate the key, then hand over
-    to the SDK."""
+    """ASGI app for exactly /mcp: check Host and Origin, authenticate the API key or OAuth
+    token (and the token's scopes), then hand over to the SDK."""
     request_id = _request_id_from(scope)
     refusal = _misdirected(scope)
     if refusal is not None:
         await _refuse(send, *refusal)
         return
-    key = _bearer_key(scope)
-    version = None if key is None else config_version.current()
+    origin = origin_of(
+        scheme=str(scope.get("scheme", "http")),
+        host=_header(scope, b"host") or "",
+        forwarded_proto=_header(scope, b"x-forwarded-proto"),
+    )
+    token = _bearer_key(scope)
+    version = None if token is None else config_version.current()
     client = scope.get("client")
     address = str(client[0]) if client else ""
+    caller: pipeline.Caller | None = None
     try:
-        api_key = (
-            None
-            if key is None
-            else await api_key_for_request(key=key, version=version, client_address=address)
-        )
+        if token is None:
+            pass
+        elif token.startswith(API_KEY_SCHEME):
+            caller = await _key_caller(
+                token, version=version, address=address, request_id=request_id
+            )
+        else:
+            caller = await _person_caller(
+                token,
+                version=version,
+                address=address,
+                request_id=request_id,
+                resource=mcp_resource(origin),
+            )
     except TooManyFailedAuthentications as exc:
         logger.info(
             "auth_throttled: %s",
@@ -247,35 +399,38 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         return
     except DatabaseError as exc:
         logger.warning(
-            "database unavailable while checking an API key (%s)",
+            "database unavailable while checking a credential (%s)",
             type(exc).__name__,
             extra={"event": "database_unavailable", "request_id": request_id},
         )
         await _refuse(
             send,
             503,
-            "the control plane cannot reach its database to check the API key; retry shortly",
+            "the control plane cannot reach its database to check the credential; retry shortly",
             [(b"retry-after", b"5")],
         )
         return
-    if api_key is None:
-        reason, advice = AUTH_FAILURES[key is None]
+    except people.TokenRefused as exc:
+        logger.info(
+            "auth_failed: %s",
+            exc.message,
+            extra={"event": "auth_failed", "reason": "invalid_token", "request_id": request_id},
+        )
+        await _reject_unauthenticated(send, origin, exc.message, credentials_sent=True)
+        return
+    if caller is None:
+        reason, advice = AUTH_FAILURES[token is None]
         logger.info(
             "auth_failed: %s",
             advice,
             extra={"event": "auth_failed", "reason": reason, "request_id": request_id},
         )
-        await _reject_unauthenticated(send, advice, credentials_sent=key is not None)
+        await _reject_unauthenticated(send, origin, advice, credentials_sent=token is not None)
         return
-    caller = pipeline.Caller(
-        api_key_id=api_key.pk,
-        key_prefix=api_key.prefix,
-        read_only=api_key.read_only,
-        tenant=api_key.tenant,
-        request_id=request_id,
-        config_version=version,
-        qontak_user=api_key.qontak_user or api_key.tenant.default_qontak_user,
-    )
+    if caller.scopes is not None and scope.get("method") == "POST":
+        body, receive = await _buffered(receive)
+        if await _refuse_out_of_scope(send, origin, caller, body):
+            return
     request_audit = RequestAudit()
     scope.setdefault("state", {}).update({CALLER_STATE_KEY: caller, AUDIT_STATE_KEY: request_audit})
     await session_manager.handle_request(scope, receive, send)

@@ -32,7 +32,7 @@ def counted_lookups(monkeypatch) -> list[str]:
         return authenticate(key=key)
 
     monkeypatch.setattr(tenants, "api_key_authenticate", counted)
-    monkeypatch.setattr(tenants, "_failed", tenants._FailedAuthentications())
+    monkeypatch.setattr(tenants, "failed_authentications", tenants._FailedAuthentications())
     return lookups
 
 

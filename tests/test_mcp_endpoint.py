@@ -250,10 +250,14 @@ def test_database_outage_during_authentication_is_a_503_not_a_500(monkeypatch):
 def test_a_request_without_credentials_gets_a_challenge_without_an_error_code(
     control_plane, transactional_db
 ):
-    """RFC 6750 3.1: no error code when the client sent no credentials at all."""
+    """RFC 6750 3.1: no error code when the client sent no credentials at all; RFC 9728: the
+    challenge says where the protected-resource metadata of /mcp is, for OAuth clients."""
     response = _post_mcp(control_plane.mcp_url, None, LIST_TOOLS)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="qontak-mcp"'
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="qontak-mcp", resource_metadata="{control_plane.url}'
+        '/.well-known/oauth-protected-resource/mcp", scope="crm.read crm.write"'
+    )
     unknown = _post_mcp(control_plane.mcp_url, "qmcp_unknown", LIST_TOOLS)
     assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
 

@@ -32,7 +32,7 @@ def test_admission_counts_the_windows_django_ratelimit_reads_and_stops_at_the_fi
     async def four_calls() -> list[RateLimitHit | None]:
         return [
             await ratelimit.admit_call(
-                policy=policy, tenant_slug=slug, key_prefix="qmcp_test", tool="get_contact"
+                policy=policy, tenant_slug=slug, caller_subject="key:qmcp_test", tool="get_contact"
             )
             for _ in range(4)
         ]

@@ -76,7 +76,7 @@ async def test_rate_limits_still_count_after_redis_forgets_its_scripts(private_r
 
     async def admit() -> ratelimit.RateLimitHit | None:
         return await ratelimit.admit_call(
-            policy=policy, tenant_slug="scripts", key_prefix="qmcp_test", tool="get_contact"
+            policy=policy, tenant_slug="scripts", caller_subject="key:qmcp_test", tool="get_contact"
         )
 
     assert await admit() is None
