@@ -54,6 +54,10 @@ def _user_named(username: str) -> User | None:
     return User.objects.filter(username=username).first()
 
 
+def person_exists(username: str) -> bool:
+    return _user_named(username.strip()) is not None
+
+
 def member_add(
     *,
     tenant: Tenant,
