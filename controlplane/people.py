@@ -118,6 +118,16 @@ def member_remove(*, tenant: Tenant, username: str) -> int:
     return len(families)
 
 
+def connection_revoke(connection: OAuthConnection) -> bool:
+    """Revoke one consent: its refresh-token family and access tokens end (announced), and
+    the connection is deleted. Returns whether it still existed."""
+    with transaction.atomic():
+        if connection.token_family is not None:
+            RefreshToken.revoke_family(connection.token_family)
+        deleted, _ = OAuthConnection.objects.filter(pk=connection.pk).delete()
+    return deleted > 0
+
+
 def client_disable(*, application: Application, reason: str = "") -> None:
     """Turn an OAuth client off: its tokens are refused from the next call (announced)."""
     DisabledClient.objects.get_or_create(application=application, defaults={"reason": reason})
