@@ -2,8 +2,8 @@
 
 Starts OpenBao (unless VAULT_ADDR is set) and the Qontak simulator (unless QONTAK_BASE_URL
 is set), migrates, creates an admin login and a demo tenant on the Mekari API Gateway form
-(its HMAC secret stored in Vault), issues a demo API key acting as a demo CRM user, prints all
-of it, and serves the ASGI app with uvicorn.
+(its HMAC secret stored in Vault), issues a demo API key acting as a demo CRM user, makes a
+demo member for OAuth clients, prints all of it, and serves the ASGI app with uvicorn.
 """
 
 from __future__ import annotations
@@ -53,13 +53,17 @@ def _start_dependencies() -> tuple[list[ManagedProcess], bool]:
     return started, uses_simulator
 
 
-def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
-    """Admin login and a demo tenant with a key; returns (admin password, API key)."""
+DEMO_PERSON = "demo-person"
+
+
+def _seed_demo(uses_simulator: bool) -> tuple[str, str, str]:
+    """Admin login, a demo tenant with a key and a member who can connect an assistant with
+    OAuth; returns (admin password, API key, the member's password)."""
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from controlplane import credentials, tenants
+    from controlplane import credentials, people, tenants
     from controlplane.models import Tenant
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -93,7 +97,13 @@ def _seed_demo(uses_simulator: bool) -> tuple[str, str]:
         refresh_token = create_simulator_account(settings.QONTAK_BASE_URL, DEMO_SLUG)
         credentials.store_refresh_token(tenant=tenant, refresh_token=refresh_token)
     issued = tenants.api_key_issue(tenant=tenant, label="make run demo", qontak_user=DEMO_CRM_USER)
-    return password, issued.key
+    person_password = secrets.token_urlsafe(12)
+    membership, _ = people.member_add(
+        tenant=tenant, username=DEMO_PERSON, password=person_password, qontak_user=DEMO_CRM_USER
+    )
+    membership.user.set_password(person_password)  # a new one on every run, like the admin's
+    membership.user.save(update_fields=["password"])
+    return password, issued.key, person_password
 
 
 def main() -> None:
@@ -109,7 +119,7 @@ def main() -> None:
         django.setup()
         from django.conf import settings
 
-        password, key = _seed_demo(uses_simulator)
+        password, key, person_password = _seed_demo(uses_simulator)
         base = f"http://{settings.RUN_HOST}:{settings.RUN_PORT}"
         print(
             "\n".join(
@@ -119,6 +129,8 @@ def main() -> None:
                     f"  Admin:        {base}/admin/   login: admin / {password}",
                     f"  MCP endpoint: {base}/mcp",
                     f"  Demo API key: {key}",
+                    f"  OAuth person: {DEMO_PERSON} / {person_password}   (an OAuth-only client "
+                    "given the MCP endpoint signs in as this member of the demo tenant)",
                     f"  Health:       {base}/healthz",
                     f"  Vault:        {settings.VAULT_ADDR}",
                     f"  Qontak:       {settings.QONTAK_BASE_URL}",
