@@ -23,8 +23,9 @@ import httpx
 
 from bench.counters import ForeignLoad, audit_log_size, redis_counters, vault_reads
 from bench.load_driver import TOOL_CALL, LoadDriver, Request, mcp_headers
+from bench.oauth import mint_access_token
 from bench.pgwire import PostgresWireCounter
-from bench.report import RESULTS
+from bench.report import OAUTH_TARGET, RESULTS
 from bench.rows import Row, merge_rounds, row_from
 from bench.stack import (
     ASYNCIO_SERVING,
@@ -101,9 +102,16 @@ class Bench:
         server.stop()
         self.stack.processes.remove(server)
 
-    def tool_request(self, server: Server, with_key: bool) -> Request:
-        key = self.stack.api_key if with_key else None
-        return Request(server.url + "/mcp", "POST", mcp_headers(key), TOOL_CALL)
+    def tool_request(self, server: Server, credential: str | bool) -> Request:
+        """`credential`: True or "key" for the API key, "oauth" for a person's OAuth token
+        (minted on this server), False for none."""
+        if credential == "oauth":
+            bearer: str | None = mint_access_token(
+                server.url, self.stack.person, self.stack.person_password
+            )
+        else:
+            bearer = self.stack.api_key if credential else None
+        return Request(server.url + "/mcp", "POST", mcp_headers(bearer), TOOL_CALL)
 
     def check_tool_call(self, request: Request) -> None:
         answer = httpx.post(
@@ -195,7 +203,7 @@ class Bench:
         """(b) served with `--loop asyncio`: the multi-worker latency floor, for reference."""
         server = self.serve_target(f"bare-asyncio-{workers}", BARE_APP, workers, ASYNCIO_SERVING)
         try:
-            request = self.tool_request(server, with_key=False)
+            request = self.tool_request(server, False)
             self.check_tool_call(request)
             self.measure(request, "(b) bare MCP server", "uvicorn asyncio", workers, 1)
         finally:
@@ -209,15 +217,22 @@ class Bench:
         before_db = stack.database.server_counters()
         bare = self.serve_target(f"bare-{workers}", BARE_APP, workers, SERVING)
         control = self.serve_target(f"controlplane-{workers}", CONTROL_APP, workers, SERVING)
-        targets = [("(b) bare MCP server", bare, False), ("(c) control plane", control, True)]
+        # (label, server, credential, name): one request per name, the OAuth row on the same
+        # server as the API-key row, so the two differ in the credential only.
+        targets: list[tuple[str, Server, str | bool, str]] = [
+            ("(b) bare MCP server", bare, False, bare.name),
+            ("(c) control plane", control, "key", control.name),
+            (OAUTH_TARGET, control, "oauth", f"{control.name}-oauth"),
+        ]
         if workers > 1 and not self.args.quick:
             single = self.serve_target("controlplane-1", CONTROL_APP, 1, SERVING)
-            targets.append(("(c) control plane", single, True))
-        requests = {server.name: self.tool_request(server, key) for _, server, key in targets}
+            targets.append(("(c) control plane", single, "key", single.name))
+        requests = {name: self.tool_request(server, cred) for _, server, cred, name in targets}
         calls = dict.fromkeys(requests, 0)
         try:
-            for _, server, _ in targets:
-                calls[server.name] += self.warm_every_worker(requests[server.name], server)
+            for _, server, _, name in targets:
+                self.check_tool_call(requests[name])
+                calls[name] += self.warm_every_worker(requests[name], server)
             warm = self.driver.counted(requests[control.name], 16, 1000 - 1)
             calls[control.name] += int(warm["requests"])
             self.facts["rss_kib_after_1000_calls"] = control.worker_rss_kib()
@@ -226,25 +241,25 @@ class Bench:
             audited_before = sum(stack.database.tool_call_outcomes().values())
             per_round = self.args.duration / self.args.rounds
             for concurrency in (1, 16):
-                for _, server, _ in targets:
-                    self.driver.timed(requests[server.name], concurrency, self.args.warmup)
+                for *_, name in targets:
+                    self.driver.timed(requests[name], concurrency, self.args.warmup)
                 rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in requests}
                 for _ in range(self.args.rounds):
-                    for _, server, _ in targets:
+                    for _, server, _, name in targets:
                         summary = self.measured_round(
-                            requests[server.name], server, concurrency, per_round
+                            requests[name], server, concurrency, per_round
                         )
-                        rounds[server.name].append(summary)
-                for target, server, _ in targets:
+                        rounds[name].append(summary)
+                for target, server, _, name in targets:
                     row = row_from(
-                        merge_rounds(rounds[server.name]),
+                        merge_rounds(rounds[name]),
                         target,
                         "uvicorn uvloop",
                         server.worker_count,
                         concurrency,
                     )
-                    row.extra["rounds"] = rounds[server.name]
-                    calls[server.name] += row.requests
+                    row.extra["rounds"] = rounds[name]
+                    calls[name] += row.requests
                     self.report_row(row)
             audited = sum(stack.database.tool_call_outcomes().values()) - audited_before
             reads, _ = vault_reads(stack.audit_log, stack.secret_path, offset)
@@ -266,7 +281,7 @@ class Bench:
             self.facts["calls_before_final_rss"] = calls[control.name]
             self.facts["rss_kib_after_final_calls"] = control.worker_rss_kib()
         finally:
-            for _, server, _ in targets:
+            for server in {id(server): server for _, server, _, _ in targets}.values():
                 self.stop(server)
         after_db = stack.database.server_counters()
         if before_db is not None and after_db is not None:
@@ -324,7 +339,7 @@ class Bench:
         )
         stack.processes.append(server)
         try:
-            request = self.tool_request(server, with_key=True)
+            request = self.tool_request(server, "key")
             self.driver.counted(request, 4, 500)
             before = counter.snapshot()
             calls = 2000

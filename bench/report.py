@@ -17,6 +17,7 @@ from bench.rows import Row
 from bench.stack import ROOT, SERVING
 
 RESULTS = ROOT / "bench" / "results"
+OAUTH_TARGET = "(c) control plane, OAuth token"
 
 
 def _cell(value: float | None, fmt: str = "{:.2f}") -> str:
@@ -50,6 +51,17 @@ def verdicts(rows: list[Row], facts: dict[str, Any]) -> list[tuple[str, str, boo
         d50, d99 = c1.p50_ms - b1.p50_ms, c1.p99_ms - b1.p99_ms
         checks.append(("p50(c) - p50(b) <= 1 ms at c=1", f"{d50:+.2f} ms", d50 <= 1.0))
         checks.append(("p99(c) - p99(b) <= 5 ms at c=1", f"{d99:+.2f} ms", d99 <= 5.0))
+    oauth1 = _find(rows, OAUTH_TARGET, "uvicorn uvloop", 2, 1)
+    oauth16 = _find(rows, OAUTH_TARGET, "uvicorn uvloop", 2, 16)
+    if c1 and oauth1:
+        d50 = oauth1.p50_ms - c1.p50_ms
+        checks.append(
+            ("OAuth token p50 - API key p50 <= 0.1 ms at c=1", f"{d50:+.2f} ms", d50 <= 0.1)
+        )
+    if c16 and oauth16:
+        share = oauth16.calls_per_s / c16.calls_per_s
+        detail = f"{share:.0%} ({oauth16.calls_per_s:.0f} vs {c16.calls_per_s:.0f} calls/s)"
+        checks.append(("OAuth token >= 95% of API key calls/s at c=16", detail, share >= 0.95))
     vault = facts.get("vault_reads_per_1000_warm_calls")
     if vault is not None:
         checks.append(("Vault reads per 1,000 warm calls = 0", f"{vault:.2f}", vault == 0))

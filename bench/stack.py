@@ -185,6 +185,8 @@ class Stack:
     slug: str = ""
     api_key: str = ""
     access_token: str = ""
+    person: str = "bench-person"
+    person_password: str = field(default_factory=lambda: "bench-" + secrets.token_hex(16))
     processes: list[Server] = field(default_factory=list)
     secret_key: str = field(default_factory=lambda: "bench-" + secrets.token_hex(16))
     api_key_pepper: str = field(default_factory=lambda: "bench-" + secrets.token_hex(16))
@@ -251,6 +253,7 @@ class Stack:
         self.manage("set_refresh_token", self.slug, stdin=refresh_token + "\n")
         self.api_key = self.manage("issue_api_key", self.slug, "--label", "bench").split()[-1]
         self.manage("set_rate_limit", self.slug, "1000000/m")
+        self.manage("add_member", self.slug, self.person, stdin=self.person_password + "\n")
         direct = create_simulator_account(self.simulator.url, f"{self.slug}-direct")
         grant = httpx.post(
             f"{self.simulator.url}/oauth/token",
