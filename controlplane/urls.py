@@ -3,7 +3,13 @@ from django.urls import include, path
 
 from controlplane.health import healthz, readyz
 from controlplane.metrics import metrics_view
-from controlplane.operator.views import dashboard_view, live_feed_view, operator_view
+from controlplane.operator.views import (
+    dashboard_view,
+    favicon_view,
+    home_view,
+    live_feed_view,
+    operator_view,
+)
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer these paths with 404.
@@ -13,5 +19,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("", home_view, name="home"),
+    path("favicon.ico", favicon_view),
     path("", include("controlplane.oauth.urls")),
 ]

@@ -56,7 +56,7 @@ def test_outcomes_are_grouped_and_counted_per_tenant_for_the_last_hour_only(db):
 
     by_slug = {row.slug: row for row in dashboard.tenants}
     assert by_slug["acme"].activity.outcomes == OutcomeCounts(
-        ok=2, denied=1, rate_limited=1, error=2
+        ok=2, denied=1, rate_limited=1, client_error=1, qontak_error=1
     )
     assert by_slug["globex"].activity.outcomes == OutcomeCounts(error=1)
     assert dashboard.overall.outcomes.total == 7
@@ -101,17 +101,41 @@ def test_latency_percentiles_use_the_nearest_rank_per_tenant_and_overall(db):
 
 def test_top_tools_are_the_busiest_first_and_capped(db):
     acme = tenant_create(slug="acme")
-    for index, tool in enumerate(["a_tool", "b_tool", "c_tool", "d_tool", "e_tool", "f_tool"]):
+    names = ["get_deal", "get_note", "get_task", "list_deals", "list_notes", "list_tasks"]
+    for index, tool in enumerate(names):
         for _ in range(index + 1):
             record(acme, tool=tool)
-    record(acme, tool="f_tool", outcome="denied")
+    record(acme, tool="list_tasks", outcome="denied")
 
     tools = dashboard_activity(now=NOW, top_n=3).tenants[0].activity.top_tools
 
     assert [(t.tool, t.calls, t.failed) for t in tools] == [
-        ("f_tool", 7, 1),
-        ("e_tool", 5, 0),
-        ("d_tool", 4, 0),
+        ("list_tasks", 7, 1),
+        ("list_notes", 5, 0),
+        ("list_deals", 4, 0),
+    ]
+
+
+def test_invented_tool_names_are_counted_as_one_unknown_tool_everywhere(db, operator):
+    acme = tenant_create(slug="acme")
+    for invented in ("nope", "nope", "delete_everything", "list_contacts_v2"):
+        record(acme, tool=invented, outcome="invalid_input")
+    record(acme, tool="list_contacts")
+
+    dashboard = dashboard_activity(now=NOW)
+
+    for tools in (dashboard.overall.top_tools, dashboard.tenants[0].activity.top_tools):
+        assert [(t.tool, t.calls) for t in tools] == [("unknown tool", 4), ("list_contacts", 1)]
+    assert dashboard.overall.outcomes.client_error == 4
+    audit = operator.get(reverse("admin:controlplane_toolcall_changelist"))
+    tool_filter = next(f for f in audit.context["cl"].filter_specs if f.title == "tool")
+    assert [title for _, title in tool_filter.lookup_choices] == ["list_contacts", "unknown tool"]
+    unknown = operator.get(reverse("admin:controlplane_toolcall_changelist"), {"tool": "unknown"})
+    assert sorted(c.tool for c in unknown.context["cl"].result_list) == [
+        "delete_everything",
+        "list_contacts_v2",
+        "nope",
+        "nope",
     ]
 
 
@@ -158,7 +182,7 @@ def test_minute_chart_stacks_outcomes_to_scale():
     start = NOW.replace(second=0, microsecond=0)
     buckets = [MinuteBucket(start=start + timedelta(minutes=i)) for i in range(60)]
     buckets[10].outcomes.add("ok", 6)
-    buckets[10].outcomes.add("upstream_error", 2)
+    buckets[10].outcomes.add("internal_error", 2)
     buckets[20].outcomes.add("ok", 4)
 
     chart = charts.minute_chart(buckets)
@@ -170,7 +194,7 @@ def test_minute_chart_stacks_outcomes_to_scale():
     assert ok.height == pytest.approx(3 * error.height)
     assert error.y + error.height == pytest.approx(ok.y)  # errors sit on top of ok
     assert chart.bars[20].segments[0].height == pytest.approx(ok.height * 4 / 6)
-    assert busy.title.endswith("8 calls: 6 ok, 2 errors")
+    assert busy.title.endswith("8 calls: 6 ok, 2 control plane errors")
     first, *_, last = chart.x_ticks
     assert (first.label, first.anchor) == (f"{start:%H:%M}", "start")
     assert (last.label, last.anchor) == (f"{start + timedelta(minutes=59):%H:%M}", "end")
@@ -196,6 +220,8 @@ def test_outcome_shares_add_up_to_the_whole_bar():
         ("ok", 75.0),
         ("denied", 25.0),
         ("rate_limited", 0.0),
+        ("client_error", 0.0),
+        ("qontak_error", 0.0),
         ("error", 0.0),
     ]
     assert shares[1].x == pytest.approx(75.0)
@@ -206,19 +232,38 @@ def test_outcome_shares_add_up_to_the_whole_bar():
 
 def test_dashboard_page_shows_charts_and_each_busy_tenant(operator):
     acme = tenant_create(slug="acme")
+    globex = tenant_create(slug="globex")
     tenant_create(slug="sleepy")
     record(acme, minutes_ago=0, tool="create_deal", outcome="denied", latency_ms=40.0)
     record(acme, minutes_ago=1, tool="list_deals", latency_ms=20.0)
+    record(globex, minutes_ago=1, tool="list_deals", latency_ms=20.0)
 
     page = operator.get(reverse("operator-dashboard"))
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count('<svg class="chart minutes"') == 2  # all tenants, then acme
+    assert html.count('<svg class="chart minutes"') == 3  # all tenants, then acme and globex
     assert 'class="seg seg-denied"' in html
     assert 'id="tenant-acme"' in html and "create_deal" in html
     assert "No calls in the last hour" in html and "sleepy" in html
-    assert re.search(r'id="kpi-calls">\s*2<', html)
+    assert re.search(r'id="kpi-calls">\s*3<', html)
+
+
+@pytest.mark.parametrize("query", ["", "?tenant=acme"])
+def test_a_tenant_that_made_every_call_is_shown_once(operator, query):
+    acme = tenant_create(slug="acme")
+    record(acme, tool="list_deals")
+    record(acme, tool="get_deal", outcome="upstream_error", upstream_status=502)
+    record(acme, tool="get_deal", outcome="invalid_input")
+
+    html = operator.get(reverse("operator-dashboard") + query).content.decode()
+
+    assert html.count('<svg class="chart minutes"') == 1
+    assert html.count('class="ops-table keys"') == 1
+    assert html.count('id="tenant-acme"') == 1
+    assert re.search(r'id="kpi-client-errors"[^>]*><span class="kpi-value">1<', html)
+    assert re.search(r'id="kpi-qontak-errors"[^>]*><span class="kpi-value">1<', html)
+    assert re.search(r'id="kpi-errors"[^>]*><span class="kpi-value">0<', html)
 
 
 def test_admin_index_links_to_the_dashboard_and_live_feed(operator):
@@ -227,18 +272,29 @@ def test_admin_index_links_to_the_dashboard_and_live_feed(operator):
     assert reverse("operator-live-feed") in html
 
 
-def test_tool_names_from_assistants_are_escaped_on_the_dashboard(operator):
+def test_tool_names_from_assistants_are_escaped_on_the_operator_pages(operator):
     record(tenant_create(slug="acme"), tool="<script>alert(1)</script>")
     html = operator.get(reverse("operator-dashboard")).content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "unknown tool" in html  # an invented name is never drawn as a tool of its own
+    html = operator.get(reverse("operator-live-feed")).content.decode()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
 def test_live_feed_page_lists_recent_calls_for_the_chosen_tenant(operator):
-    record(tenant_create(slug="acme"), tool="get_contact")
+    call = record(
+        tenant_create(slug="acme"),
+        tool="get_contact",
+        outcome="invalid_input",
+        message="per_page must be at most 100",
+    )
     record(tenant_create(slug="globex"), tool="get_company")
     html = operator.get(reverse("operator-live-feed") + "?tenant=acme").content.decode()
     assert "get_contact" in html and "get_company" not in html
+    audit_row = reverse("admin:controlplane_toolcall_change", args=[call.pk])
+    assert f'<a href="{audit_row}"' in html  # each row opens its audit row
+    assert "per_page must be at most 100" in html  # and says why it failed
     assert 'data-socket-path="/ws/tool-calls/"' in html
     assert '<option value="acme" selected>' in html
 

@@ -2,9 +2,54 @@
 
 from __future__ import annotations
 
-from django import forms
+from typing import Any
 
+from django import forms
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from controlplane import policies, tenants
+from controlplane.errors import InvalidInput
 from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy
+
+# Where a company gets each kind of credential, in the words an operator passes on to it.
+AUTH_CHOICES = (
+    (
+        Tenant.Auth.MEKARI_HMAC,
+        "Mekari API Gateway (HMAC client id and secret): what companies onboarding today get. "
+        "A company admin creates them in the Mekari Developer Center (developers.mekari.com), "
+        "under Applications, with the qontak-crm:all scope.",
+    ),
+    (
+        Tenant.Auth.QONTAK_OAUTH,
+        "Legacy Qontak OAuth (refresh token): only for companies already connected this way. "
+        "A Qontak admin generates the refresh token in Qontak CRM's API settings.",
+    ),
+)
+
+
+class ToolNameInput(forms.TextInput):
+    """A text box that suggests the known tools (and *) as the operator types; the form still
+    checks the name, since a browser lets anything through."""
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        list_id = f"{(attrs or {}).get('id') or name}-known-tools"
+        box = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join(
+            "", '<option value="{}"></option>', ((tool,) for tool in policies.known_tool_names())
+        )
+        return format_html('{}<datalist id="{}">{}</datalist>', box, list_id, options)
+
+
+def _checked_tool(value: str, *, blank_ok: bool) -> str:
+    if blank_ok and not value.strip():
+        return ""
+    try:
+        return policies.tool_name_checked(value)
+    except InvalidInput as exc:
+        raise forms.ValidationError(exc.message[:1].upper() + exc.message[1:] + ".") from None
 
 
 class TenantForm(forms.ModelForm):
@@ -19,22 +64,34 @@ class TenantForm(forms.ModelForm):
             "default_qontak_user",
             "qontak_request_ceiling",
         )
+        labels = {"auth": "Credential kind", "slug": "Short name"}
+        widgets = {"auth": forms.RadioSelect}
         help_texts = {
-            "auth": "Mekari API Gateway: the company creates an HMAC client id and secret in "
-            "the Mekari Developer Center (scope qontak-crm:all), which is what companies "
-            "onboarding today are given. Legacy Qontak OAuth: a refresh token from Qontak. "
-            "Fixed once the tenant is saved.",
+            "auth": "Fixed once the tenant is saved. The credential itself is asked for after "
+            "saving; it is checked with Qontak and kept in Vault only.",
+            "slug": "Lower case letters, digits and hyphens, e.g. acme. It names the tenant in "
+            "URLs, logs and Vault and cannot be changed later.",
             "name": "Shown to operators only, e.g. the customer's company name.",
             "qontak_base_url": "Overrides QONTAK_BASE_URL for this tenant; its Qontak tokens "
             "are sent there. https:// and a host listed in QONTAK_ALLOWED_HOSTS, no user name, "
             "query or fragment. Only superusers can change it. Empty uses the default.",
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "auth" in self.fields:  # absent once saved: the kind is fixed
+            auth = self.fields["auth"]
+            assert isinstance(auth, forms.ChoiceField)
+            auth.choices = AUTH_CHOICES
+            if self.instance.pk is None:
+                self.fields["auth"].initial = Tenant.Auth.MEKARI_HMAC
+
 
 class RateLimitPolicyForm(forms.ModelForm):
     class Meta:
         model = RateLimitPolicy
         fields = ("tenant", "rate", "tool", "per_key")
+        widgets = {"tool": ToolNameInput(attrs={"placeholder": "all tools"})}
         help_texts = {
             "rate": "Calls allowed per window: COUNT/UNIT with UNIT s, m, h or d (e.g. 120/m). "
             "Applies on the next call in every worker.",
@@ -45,22 +102,37 @@ class ToolPolicyForm(forms.ModelForm):
     class Meta:
         model = ToolPolicy
         fields = ("tenant", "api_key", "tool", "effect")
+        widgets = {"tool": ToolNameInput(attrs={"placeholder": "a tool name, or *"})}
         help_texts = {
+            "tool": "Pick a tool from the list as you type, or * for every tool.",
             "effect": "Deny hides the tool from tools/list and refuses calls. A rule for one "
             "key beats a rule for the whole tenant; an exact tool name beats *.",
         }
+
+    def clean_tool(self) -> str:
+        return _checked_tool(self.cleaned_data.get("tool", ""), blank_ok=False)
 
 
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ("tenant", "label", "read_only", "qontak_user", "expires_at")
+        labels = {"expires_at": "Expires at (UTC)", "qontak_user": "Acts as CRM user"}
         help_texts = {
             "tenant": "The Qontak account this key reaches. It cannot be moved to another "
             "tenant later.",
             "label": "Who uses the key (e.g. 'Claude, sales team'); shown next to its calls.",
-            "expires_at": "After this moment the key gets HTTP 401. Empty: it never expires.",
+            "read_only": "Only tools that read are listed and callable: nothing can be "
+            "created, changed or deleted with this key.",
+            "expires_at": "Date and time in UTC. After this moment the key gets HTTP 401. "
+            "Empty: it never expires.",
         }
+
+    def clean_qontak_user(self) -> str:
+        try:
+            return tenants.sso_user_checked(self.cleaned_data.get("qontak_user", ""))
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class HmacCredentialForm(forms.Form):

@@ -13,25 +13,53 @@ from django.http.response import HttpResponseBase
 from django.urls import path
 from django.utils.html import format_html
 
+from controlplane.admin.display import FullWidthList, utc, utc_with_zone
 from controlplane.models import ToolCall
-from controlplane.operator.dashboard import outcome_group
+from controlplane.operator.dashboard import UNKNOWN_TOOL, known_tool_q, outcome_group
 from controlplane.operator.exports import tool_calls_csv_response
+from qontak.endpoints import ENDPOINTS_BY_NAME
+
+
+class ToolFilter(admin.SimpleListFilter):
+    """The tools called, with every name that is no tool (an assistant's invention) gathered
+    under one "unknown tool" entry instead of one entry each."""
+
+    title = "tool"
+    parameter_name = "tool"
+    UNKNOWN = "unknown"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        called = (
+            model_admin.get_queryset(request).order_by().values_list("tool", flat=True).distinct()
+        )
+        known = sorted(name for name in called if name in ENDPOINTS_BY_NAME)
+        unknown = any(name not in ENDPOINTS_BY_NAME for name in called)
+        return [(name, name) for name in known] + (
+            [(self.UNKNOWN, UNKNOWN_TOOL)] if unknown else []
+        )
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ToolCall]) -> QuerySet[ToolCall]:
+        if self.value() == self.UNKNOWN:
+            return queryset.exclude(known_tool_q())
+        if self.value():
+            return queryset.filter(tool=self.value())
+        return queryset
 
 
 @admin.register(ToolCall)
-class ToolCallAdmin(admin.ModelAdmin):
+class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
     """Read-only: the audit trail is written by the MCP endpoint and never edited."""
 
     list_display = (
-        "created_at",
+        "created",
         "tenant",
-        "key_prefix",
+        "key",
         "tool",
         "outcome_badge",
-        "upstream_status",
+        "upstream",
         "latency",
     )
-    list_filter = ("outcome", "tenant", "api_key", "tool", "created_at")
+    list_filter = ("outcome", "tenant", "api_key", ToolFilter, "created_at")
     list_select_related = ("tenant",)
     search_fields = ("tool", "key_prefix", "request_id", "tenant__slug", "message")
     date_hierarchy = "created_at"
@@ -45,9 +73,34 @@ class ToolCallAdmin(admin.ModelAdmin):
             '<span class="outcome outcome-{}">{}</span>', outcome_group(obj.outcome), obj.outcome
         )
 
+    @admin.display(description="Key", ordering="key_prefix")
+    def key(self, obj: ToolCall) -> str:
+        return obj.key_prefix
+
+    @admin.display(description="Time (UTC)", ordering="created_at")
+    def created(self, obj: ToolCall) -> str:
+        return utc(obj.created_at, seconds=True)
+
+    @admin.display(description="Created at")
+    def created_at_utc(self, obj: ToolCall) -> str:
+        return utc_with_zone(obj.created_at)
+
+    @admin.display(description="Qontak HTTP", ordering="upstream_status")
+    def upstream(self, obj: ToolCall) -> str:
+        return str(obj.upstream_status) if obj.upstream_status else "\u2013"
+
     @admin.display(description="Latency (ms)", ordering="latency_ms")
     def latency(self, obj: ToolCall) -> str:
         return f"{obj.latency_ms:.1f}"
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        """Every column, with the time in UTC and the latency rounded as on the list."""
+        shown = {"created_at": "created_at_utc", "latency_ms": "latency"}
+        names = [shown.get(str(name), str(name)) for name in super().get_fields(request, obj)]
+        return list(dict.fromkeys(names))  # the read-only ones come back at the end too
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("created_at_utc", "latency")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

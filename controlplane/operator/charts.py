@@ -16,7 +16,9 @@ OUTCOME_LABELS = {
     "ok": "ok",
     "denied": "denied",
     "rate_limited": "rate-limited",
-    "error": "errors",
+    "client_error": "client errors",
+    "qontak_error": "Qontak errors",
+    "error": "control plane errors",
 }
 
 # The per-minute chart's drawing box, in SVG user units (it scales to the page width).

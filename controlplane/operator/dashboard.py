@@ -17,19 +17,37 @@ from django.db.models.functions import Ceil, RowNumber, TruncMinute
 from django.utils import timezone
 
 from controlplane.models import ApiKeyQuerySet, QontakCredential, Tenant, ToolCall
+from qontak.endpoints import ENDPOINTS_BY_NAME
 
-# The four outcome groups an operator reads at a glance; everything not listed is an error.
-OUTCOME_GROUPS = ("ok", "denied", "rate_limited", "error")
+# The outcome groups an operator reads at a glance. Whose mistake an error is decides who acts:
+# the assistant's (bad arguments, an invented tool), Qontak's, or this control plane's
+# (credential, Vault, database, a bug); everything not listed is the last.
+OUTCOME_GROUPS = ("ok", "denied", "rate_limited", "client_error", "qontak_error", "error")
 _GROUP_OF: dict[str, str] = {
     ToolCall.Outcome.OK: "ok",
     ToolCall.Outcome.DENIED: "denied",
     ToolCall.Outcome.RATE_LIMITED: "rate_limited",
+    ToolCall.Outcome.INVALID_INPUT: "client_error",
+    ToolCall.Outcome.UPSTREAM_ERROR: "qontak_error",
 }
+# How every called name that is no tool (an assistant's invention) is shown and counted.
+UNKNOWN_TOOL = "unknown tool"
 
 
 def outcome_group(outcome: str) -> str:
-    """ok, denied, rate_limited, or error (invalid input, upstream, unavailable, internal)."""
+    """ok, denied, rate_limited, client_error (invalid input, unknown tools), qontak_error
+    (Qontak failed or paused), or error (unavailable, internal)."""
     return _GROUP_OF.get(outcome, "error")
+
+
+def known_tool_q() -> Q:
+    """Calls of a tool that exists, as a filter; its negation is the "unknown tool" calls."""
+    return Q(tool__in=list(ENDPOINTS_BY_NAME))
+
+
+def tool_shown(tool: str) -> str:
+    """The tool's name, or UNKNOWN_TOOL for a name that is no tool."""
+    return tool if tool in ENDPOINTS_BY_NAME else UNKNOWN_TOOL
 
 
 @dataclass
@@ -37,11 +55,13 @@ class OutcomeCounts:
     ok: int = 0
     denied: int = 0
     rate_limited: int = 0
+    client_error: int = 0
+    qontak_error: int = 0
     error: int = 0
 
     @property
     def total(self) -> int:
-        return self.ok + self.denied + self.rate_limited + self.error
+        return sum(getattr(self, group) for group in OUTCOME_GROUPS)
 
     def add(self, outcome: str, count: int) -> None:
         group = outcome_group(outcome)
@@ -232,25 +252,19 @@ def dashboard_activity(
             activity.minutes[index].outcomes.add(outcome, count)
             activity.outcomes.add(outcome, count)
 
-    tools = calls.values_list("tool", "tenant_id").annotate(
-        total=Count("id"),
-        ok=Count("id", filter=Q(outcome=ToolCall.Outcome.OK)),
-        denied=Count("id", filter=Q(outcome=ToolCall.Outcome.DENIED)),
-        rate_limited=Count("id", filter=Q(outcome=ToolCall.Outcome.RATE_LIMITED)),
+    tools = calls.values_list("tool", "tenant_id", "outcome").annotate(total=Count("id"))
+    tenant_tools: dict[int, dict[str, OutcomeCounts]] = defaultdict(
+        lambda: defaultdict(OutcomeCounts)
     )
-    tenant_tools: dict[int, list[ToolCount]] = defaultdict(list)
     overall_tools: dict[str, OutcomeCounts] = defaultdict(OutcomeCounts)
-    for tool, tenant_id, total, ok, denied, rate_limited in tools:
-        counts = OutcomeCounts(
-            ok=ok,
-            denied=denied,
-            rate_limited=rate_limited,
-            error=total - ok - denied - rate_limited,
-        )
-        tenant_tools[tenant_id].append(ToolCount(tool, counts))
-        overall_tools[tool].merge(counts)
+    for tool, tenant_id, outcome, total in tools:
+        name = tool_shown(tool)  # invented names are counted together
+        tenant_tools[tenant_id][name].add(outcome, total)
+        overall_tools[name].add(outcome, total)
     for tenant_id, counts_by_tool in tenant_tools.items():
-        by_tenant[tenant_id].top_tools = _top(counts_by_tool, top_n)
+        by_tenant[tenant_id].top_tools = _top(
+            (ToolCount(t, c) for t, c in counts_by_tool.items()), top_n
+        )
     overall.top_tools = _top((ToolCount(t, c) for t, c in overall_tools.items()), top_n)
 
     for quantile, attribute in ((0.5, "p50_ms"), (0.95, "p95_ms")):

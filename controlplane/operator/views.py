@@ -9,8 +9,15 @@ from collections.abc import Callable
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
+from django.urls import reverse
 
 from controlplane.models import Tenant, ToolCall
 from controlplane.operator import charts
@@ -25,10 +32,16 @@ def _require_audit_view(request: HttpRequest) -> None:
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    """The last hour at a glance, for every tenant or the one named by ?tenant=<slug>."""
+    """The last hour at a glance, for every tenant or the one named by ?tenant=<slug>.
+
+    When one tenant made every call, the overview is that tenant's panel: drawing both would
+    show the same figures twice.
+    """
     _require_audit_view(request)
     slug = request.GET.get("tenant", "")
     dashboard = dashboard_activity(tenant_slug=slug)
+    busy = dashboard.busy_tenants
+    single = busy[0] if len(busy) == 1 else None
     panels = [
         {
             "row": row,
@@ -38,7 +51,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "p50": charts.latency_label(row.activity.p50_ms),
             "p95": charts.latency_label(row.activity.p95_ms),
         }
-        for row in dashboard.busy_tenants
+        for row in busy
+        if single is None
     ]
     context = {
         **admin.site.each_context(request),
@@ -51,6 +65,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "overall_p50": charts.latency_label(dashboard.overall.p50_ms),
         "overall_p95": charts.latency_label(dashboard.overall.p95_ms),
         "panels": panels,
+        "single": single,
         "selected_tenant": slug,
         "tenant_slugs": list(Tenant.objects.order_by("slug").values_list("slug", flat=True)),
         "outcome_labels": charts.OUTCOME_LABELS,
@@ -80,3 +95,14 @@ def live_feed_view(request: HttpRequest) -> HttpResponse:
 def operator_view(view: Callable[[HttpRequest], HttpResponse]) -> Callable[..., HttpResponse]:
     """Wrap a page like the admin's own: staff login required, CSRF-protected, never cached."""
     return admin.site.admin_view(view)
+
+
+def home_view(request: HttpRequest) -> HttpResponse:
+    """`/`: there is no public site, so the root leads to the admin (its login when signed
+    out) instead of a bare 404."""
+    return HttpResponseRedirect(reverse("admin:index"))
+
+
+def favicon_view(request: HttpRequest) -> HttpResponse:
+    """`/favicon.ico`, which browsers ask for on pages that name no icon (the JSON ones)."""
+    return HttpResponsePermanentRedirect(static("controlplane/favicon.svg"))

@@ -11,17 +11,27 @@ from tests.admin.pages import created_entry, messages
 
 
 def test_issuing_a_key_in_the_admin_shows_it_once_and_stores_only_a_digest(operator):
+    import json
+
     tenant = tenant_create(slug="keys")
     response = operator.post(
         reverse("admin:controlplane_apikey_add"),
         {"tenant": tenant.pk, "label": "cursor", "expires_at_0": "", "expires_at_1": ""},
-        follow=True,
     )
-    assert response.status_code == 200
-    shown = [str(m) for m in response.context["messages"]]
-    key = next(m for m in shown if "qmcp_" in m).split()[-1]
+    assert response.status_code == 200  # the answer to the POST, never a page to come back to
+    key = response.context["key"]
     stored = ApiKey.objects.get(tenant=tenant)
     assert stored.digest == api_key_digest(key)
+    html = response.content.decode()
+    assert f'<pre id="issued-key" class="copy-source">{key}</pre>' in html
+    assert 'data-copy="issued-key"' in html and "controlplane/copy.js" in html
+    assert "was added" not in html  # no "The API key "… (keys)" was added" banner
+    cursor = json.loads(response.context["configs"][0].text)
+    assert cursor["mcpServers"]["qontak"] == {
+        "url": "http://testserver/mcp",
+        "headers": {"Authorization": f"Bearer {key}"},
+    }
+    assert "no-store" in response["Cache-Control"]
     page = operator.get(reverse("admin:controlplane_apikey_change", args=[stored.pk]))
     assert key not in page.content.decode()
 

@@ -134,3 +134,45 @@ def test_export_action_streams_the_selected_calls(operator):
     )
     rows = _csv_rows(response)
     assert [row[3] for row in rows[1:]] == ["get_deal"]
+
+
+def test_lists_state_the_time_zone_and_show_yes_no_as_words(operator):
+    from controlplane.tenants import api_key_issue
+
+    tenant = tenant_create(slug="zoned")
+    api_key_issue(tenant=tenant, read_only=False)
+    _call(tenant, latency_ms=8.923247999973682)
+    keys = operator.get(reverse("admin:controlplane_apikey_changelist")).content.decode()
+    assert "Created (UTC)" in keys and "Expires (UTC)" in keys
+    assert "read-write" in keys and "icon-no.svg" not in keys  # no red cross for "No"
+    tenants = operator.get(reverse("admin:controlplane_tenant_changelist")).content.decode()
+    assert "icon-yes.svg" not in tenants and ">active<" in tenants
+    calls = operator.get(reverse("admin:controlplane_toolcall_changelist")).content.decode()
+    assert "Time (UTC)" in calls and "8.9<" in calls
+
+
+def test_an_audit_row_shows_its_latency_rounded_and_its_time_in_utc(operator):
+    call = _call(tenant_create(slug="rounded"), latency_ms=8.923247999973682)
+    page = operator.get(reverse("admin:controlplane_toolcall_change", args=[call.pk]))
+    html = page.content.decode()
+    assert "8.923247999973682" not in html and "8.9" in html
+    assert f"{call.created_at:%Y-%m-%d %H:%M:%S} UTC" in html
+
+
+def test_the_admin_index_lists_our_models_before_the_admin_change_history(operator):
+    html = operator.get(reverse("admin:index")).content.decode()
+    ours = html.index("app-controlplane")
+    assert ours < html.index("app-auth") < html.index("app-auditlog")
+    assert "Admin change history (who changed what here)" in html
+    assert "Tool calls (audit trail)" in html
+    assert 'rel="icon"' in html  # no console error for a missing favicon
+
+
+def test_the_root_and_the_favicon_lead_somewhere():
+    from django.test import RequestFactory
+
+    from controlplane.operator.views import favicon_view, home_view
+
+    request = RequestFactory().get("/")
+    assert home_view(request)["Location"] == reverse("admin:index")
+    assert favicon_view(request)["Location"].endswith("controlplane/favicon.svg")

@@ -71,7 +71,8 @@ def test_rotate_now_and_test_connection_actions_report_per_tenant(operator, open
     )
     shown = " | ".join(messages(tested))
     assert "ready: Vault, token refresh and the Qontak API all answered" in shown
-    assert "set_refresh_token empty" in shown
+    assert "empty: no credential is stored yet. Press “Store refresh token”" in shown
+    assert "manage.py" not in shown
     listing = operator.get(changelist).content.decode()
     assert "Valid" in listing and "No credential stored" in listing
 

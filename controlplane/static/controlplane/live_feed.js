@@ -15,11 +15,17 @@
   var socket = null;
   var retryDelay = 1000;
 
+  // As controlplane.operator.dashboard.outcome_group.
+  var GROUPS = {
+    ok: "ok",
+    denied: "denied",
+    rate_limited: "rate_limited",
+    invalid_input: "client_error",
+    upstream_error: "qontak_error",
+  };
+
   function outcomeGroup(outcome) {
-    if (outcome === "ok" || outcome === "denied" || outcome === "rate_limited") {
-      return outcome;
-    }
-    return "error";
+    return GROUPS[outcome] || "error";
   }
 
   function setStatus(state, text) {
@@ -53,7 +59,11 @@
     row.className = "live-row fresh";
     row.dataset.tenant = call.tenant;
     row.dataset.callId = String(call.id);
-    addCell(row, String(call.created_at).substring(11, 19));
+    var time = document.createElement("a");
+    time.href = table.dataset.auditUrl + encodeURIComponent(call.id) + "/change/";
+    time.title = "Open the audit row";
+    time.textContent = String(call.created_at).substring(11, 19);
+    addCell(row, "").appendChild(time);
     addCell(row, call.tenant);
     var key = document.createElement("code");
     key.textContent = call.key_prefix;
@@ -63,6 +73,9 @@
     badge.className = "outcome outcome-" + outcomeGroup(call.outcome);
     badge.textContent = call.outcome;
     addCell(row, "").appendChild(badge);
+    var reason = call.message || "";
+    var reasonCell = addCell(row, reason.length > 80 ? reason.substring(0, 79) + "…" : reason || "–", "reason");
+    reasonCell.title = reason;
     addCell(row, call.upstream_status === null ? "–" : String(call.upstream_status), "num");
     addCell(row, Number(call.latency_ms).toFixed(1), "num");
     rows.insertBefore(row, rows.firstChild);
