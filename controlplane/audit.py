@@ -125,6 +125,7 @@ class ToolCallRecord:
     qontak_user: str = ""  # the CRM user (Mekari SSO id) the call acted as, if any
     person: str = ""  # the person (username) of an OAuth call
     oauth_client: str = ""  # the assistant client of an OAuth call
+    approval_id: int | None = None  # the approval the call waited for or ran under
 
 
 def _row(record: ToolCallRecord) -> ToolCall:
@@ -145,6 +146,7 @@ def _row(record: ToolCallRecord) -> ToolCall:
         qontak_user=record.qontak_user,
         person=record.person,
         oauth_client=record.oauth_client,
+        approval_id=record.approval_id,
     )
 
 
@@ -179,6 +181,7 @@ STORED_ROW_FIELDS = (
     "qontak_user",
     "person",
     "oauth_client",
+    "approval_id",
 )
 
 
@@ -248,11 +251,26 @@ EXPORT_FIELDS = (
     "qontak_user",
     "person",
     "oauth_client",
+    "approval_id",
+    "approval_status",
+    "approval_decided_by",
+    "approval_decided_at",
+)
+# What an export reads of each row (EXPORT_FIELDS come from these), for QuerySet.only().
+EXPORT_QUERY_FIELDS = (
+    *(name for name in EXPORT_FIELDS if name != "tenant" and not name.startswith("approval_")),
+    "approval_id",
+    "tenant__slug",
+    "approval__status",
+    "approval__expires_at",
+    "approval__decided_by",
+    "approval__decided_at",
 )
 
 
 def tool_call_export_row(call: ToolCall) -> dict[str, Any]:
-    """One audit row as exports show it (the tenant must be select_related)."""
+    """One audit row as exports show it (tenant and approval select_related)."""
+    approval = call.approval
     return {
         "created_at": call.created_at.isoformat(),
         "tenant": call.tenant.slug,
@@ -268,6 +286,12 @@ def tool_call_export_row(call: ToolCall) -> dict[str, Any]:
         "qontak_user": call.qontak_user,
         "person": call.person,
         "oauth_client": call.oauth_client,
+        "approval_id": call.approval_id,
+        "approval_status": approval.shown_status if approval else "",
+        "approval_decided_by": approval.decided_by if approval else "",
+        "approval_decided_at": (
+            approval.decided_at.isoformat() if approval and approval.decided_at else ""
+        ),
     }
 
 
@@ -289,7 +313,7 @@ def tool_calls_export_rows(
     *, tenant_slug: str | None = None, since: datetime | None = None
 ) -> Iterator[ToolCall]:
     """Audit rows, oldest first, streamed from the database in chunks."""
-    queryset = ToolCall.objects.select_related("tenant").order_by("created_at", "pk")
+    queryset = ToolCall.objects.select_related("tenant", "approval").order_by("created_at", "pk")
     if tenant_slug:
         queryset = queryset.filter(tenant__slug=tenant_slug)
     if since:

@@ -69,6 +69,11 @@ class Tenant(models.Model):
         help_text="Most requests sent to this tenant's Qontak account, retries included "
         "(e.g. 600/m), to protect its Qontak quota. Empty uses QONTAK_REQUEST_CEILING.",
     )
+    destructive_needs_approval = models.BooleanField(
+        default=False,
+        help_text="Hold every tool annotated destructive (deletes) until a person approves it, "
+        "unless a tool rule says otherwise.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -212,11 +217,13 @@ class RateLimitPolicy(models.Model):
 
 
 class ToolPolicy(models.Model):
-    """Allows or denies one tool (or every tool, `*`) for a tenant or for one of its keys."""
+    """Allows, denies or holds for approval one tool (or every tool, `*`) for a tenant, one
+    of its keys or one of its members."""
 
     class Effect(models.TextChoices):
         ALLOW = "allow", "Allow"
         DENY = "deny", "Deny"
+        APPROVE = "approve", "Approve first"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tool_policies")
     api_key = models.ForeignKey(
@@ -226,6 +233,15 @@ class ToolPolicy(models.Model):
         blank=True,
         related_name="tool_policies",
         help_text="Applies to this key only; empty applies to every key of the tenant.",
+    )
+    membership = models.ForeignKey(
+        "TenantMembership",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="tool_policies",
+        verbose_name="member",
+        help_text="Applies to this member's OAuth calls only.",
     )
     tool = models.CharField(max_length=100, help_text="Tool name, or * for every tool.")
     effect = models.CharField(max_length=8, choices=Effect.choices)
@@ -237,10 +253,14 @@ class ToolPolicy(models.Model):
         verbose_name_plural = "tool policies"
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "api_key", "tool"],
-                name="one_tool_rule_per_key",
+                fields=["tenant", "api_key", "membership", "tool"],
+                name="one_tool_rule_per_subject",
                 nulls_distinct=False,
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(api_key__isnull=True) | Q(membership__isnull=True),
+                name="tool_rule_for_a_key_or_a_member",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -249,6 +269,10 @@ class ToolPolicy(models.Model):
     def clean(self) -> None:
         if self.api_key is not None and self.api_key.tenant_id != self.tenant_id:
             raise ValidationError({"api_key": "This key belongs to another tenant."})
+        if self.membership is not None and self.membership.tenant_id != self.tenant_id:
+            raise ValidationError({"membership": "This member belongs to another tenant."})
+        if self.api_key is not None and self.membership is not None:
+            raise ValidationError("A rule applies to a key or to a member, not both.")
 
 
 class ToolCall(models.Model):
@@ -262,6 +286,7 @@ class ToolCall(models.Model):
         UPSTREAM_ERROR = "upstream_error"
         UNAVAILABLE = "unavailable"
         INTERNAL_ERROR = "internal_error"
+        PENDING_APPROVAL = "pending_approval"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="tool_calls")
@@ -284,6 +309,14 @@ class ToolCall(models.Model):
     )
     request_id = models.CharField(max_length=64)
     message = models.CharField(max_length=500, blank=True)
+    approval = models.ForeignKey(
+        "Approval",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="tool_calls",
+        help_text="The approval this call waited for or ran under; it says who decided, when.",
+    )
     # Names the call, so a row replayed from the audit spool twice is stored once. NULL, not
     # "", on rows written before it existed: a unique column allows many NULLs (hence DJ001).
     call_id = models.CharField(  # noqa: DJ001
@@ -394,3 +427,52 @@ class TrustedClientHost(models.Model):
 
     def __str__(self) -> str:
         return self.host
+
+
+class Approval(models.Model):
+    """A risky tool call held until a person decides: approved calls run once, when the
+    assistant calls again with the same arguments (matched by their digest)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        EXECUTED = "executed", "Approved and run"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="approvals")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    key_prefix = models.CharField(max_length=16, blank=True)
+    membership = models.ForeignKey(
+        TenantMembership, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    person = models.CharField(max_length=150, blank=True)
+    oauth_client = models.CharField(max_length=255, blank=True)
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, help_text="As the audit shows them (redacted).")
+    arguments_digest = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="A pending call not decided by then is refused.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "tool", "arguments_digest"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.tool} ({self.get_status_display().lower()})"
+
+    @property
+    def asked_by(self) -> str:
+        return self.person or self.key_prefix
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.status == self.Status.PENDING and self.expires_at <= (now or timezone.now())
+
+    @property
+    def shown_status(self) -> str:
+        """The status people read: "expired" for a pending call past its time."""
+        return "expired" if self.is_expired() else str(self.status)

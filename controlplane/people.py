@@ -97,10 +97,7 @@ def member_add(
     return membership, created
 
 
-def member_remove(*, tenant: Tenant, username: str) -> int:
-    """End `username`'s membership of `tenant`: the refresh-token families of their connections
-    are revoked and the connections deleted, so their tokens stop working on the next call in
-    every worker (announced). Returns how many connections ended; raises InvalidInput."""
+def membership_get(*, tenant: Tenant, username: str) -> TenantMembership:
     membership = (
         TenantMembership.objects.filter(tenant=tenant, user__username=username)
         .select_related("user")
@@ -108,6 +105,14 @@ def member_remove(*, tenant: Tenant, username: str) -> int:
     )
     if membership is None:
         raise InvalidInput(f"'{username}' is not a member of tenant '{tenant.slug}'")
+    return membership
+
+
+def member_remove(*, tenant: Tenant, username: str) -> int:
+    """End `username`'s membership of `tenant`: the refresh-token families of their connections
+    are revoked and the connections deleted, so their tokens stop working on the next call in
+    every worker (announced). Returns how many connections ended; raises InvalidInput."""
+    membership = membership_get(tenant=tenant, username=username)
     with transaction.atomic():
         families = list(
             membership.connections.exclude(token_family=None).values_list("token_family", flat=True)

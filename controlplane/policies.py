@@ -8,6 +8,7 @@ restart and without reading the database on every call.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,14 +21,25 @@ from django.db.models.signals import post_delete
 
 from controlplane.config_version import VersionedCache
 from controlplane.errors import DatabaseUnavailable, InvalidInput
-from controlplane.models import ApiKey, RateLimitPolicy, Tenant, ToolPolicy, rate_validator
+from controlplane.models import (
+    ApiKey,
+    RateLimitPolicy,
+    Tenant,
+    TenantMembership,
+    ToolPolicy,
+    rate_validator,
+)
+from qontak.endpoints import ENDPOINTS_BY_NAME
+
+ANY_TOOL = "*"
 
 
 @dataclass(frozen=True)
 class ToolRule:
     api_key_id: int | None
     tool: str
-    allow: bool
+    effect: str  # ToolPolicy.Effect
+    membership_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class RateRule:
     @property
     def scope(self) -> str:
         what = f"tool {self.tool}" if self.tool else "all tools"
-        who = "this API key" if self.per_key else "this tenant"
+        who = "this API key or person" if self.per_key else "this tenant"
         return f"{what}, {who}"
 
 
@@ -48,20 +60,53 @@ class TenantPolicy:
     tool_rules: tuple[ToolRule, ...]
     rate_rules: tuple[RateRule, ...]
     qontak_ceiling: str
+    destructive_needs_approval: bool = False
+
+    def tool_effect(
+        self,
+        *,
+        tool: str,
+        api_key_id: int | None,
+        membership_id: int | None = None,
+        key_read_only: bool,
+        tool_read_only: bool,
+        tool_destructive: bool = False,
+    ) -> str:
+        """allow, deny or approve. A read-only key or member gets read-only tools only; then
+        the key's or member's rules beat the tenant's, an exact tool name beats `*`, and
+        without a rule a tool is allowed, or held for approval when it is destructive and the
+        tenant says so."""
+        if key_read_only and not tool_read_only:
+            return ToolPolicy.Effect.DENY
+        for subject in ((api_key_id, membership_id), (None, None)):
+            for name in (tool, ANY_TOOL):
+                for rule in self.tool_rules:
+                    if (rule.api_key_id, rule.membership_id) == subject and rule.tool == name:
+                        return rule.effect
+        if self.destructive_needs_approval and tool_destructive:
+            return ToolPolicy.Effect.APPROVE
+        return ToolPolicy.Effect.ALLOW
+
+    @property
+    def may_hold_calls(self) -> bool:
+        """Whether any call of this tenant can be held for approval."""
+        return self.destructive_needs_approval or any(
+            rule.effect == ToolPolicy.Effect.APPROVE for rule in self.tool_rules
+        )
 
     def tool_allowed(
-        self, *, tool: str, api_key_id: int, key_read_only: bool, tool_read_only: bool
+        self, *, tool: str, api_key_id: int | None, key_read_only: bool, tool_read_only: bool
     ) -> bool:
-        """A read-only key sees read-only tools only; then per-key rules beat tenant rules,
-        an exact tool name beats `*`, and the default is allow."""
-        if key_read_only and not tool_read_only:
-            return False
-        for key_scope in (api_key_id, None):
-            for name in (tool, "*"):
-                for rule in self.tool_rules:
-                    if rule.api_key_id == key_scope and rule.tool == name:
-                        return rule.allow
-        return True
+        """Whether the tool may be called at all (held for approval counts as yes)."""
+        return (
+            self.tool_effect(
+                tool=tool,
+                api_key_id=api_key_id,
+                key_read_only=key_read_only,
+                tool_read_only=tool_read_only,
+            )
+            != ToolPolicy.Effect.DENY
+        )
 
     def rates_for(self, tool: str) -> tuple[RateRule, ...]:
         rules = tuple(rule for rule in self.rate_rules if rule.tool in ("", tool))
@@ -105,16 +150,17 @@ def tenant_policy(*, tenant_id: int, version: str | None = None) -> TenantPolicy
     cached = cached_tenant_policy(tenant_id=tenant_id, version=version)
     if cached is not None:
         return cached
-    ceiling = (
-        Tenant.objects.filter(pk=tenant_id).values_list("qontak_request_ceiling", flat=True).first()
-    )
+    ceiling, destructive_needs_approval = Tenant.objects.filter(pk=tenant_id).values_list(
+        "qontak_request_ceiling", "destructive_needs_approval"
+    ).first() or ("", False)
     policy = TenantPolicy(
         qontak_ceiling=ceiling or settings.QONTAK_REQUEST_CEILING,
+        destructive_needs_approval=destructive_needs_approval,
         tool_rules=tuple(
-            ToolRule(api_key_id=api_key_id, tool=tool, allow=effect == ToolPolicy.Effect.ALLOW)
-            for api_key_id, tool, effect in ToolPolicy.objects.filter(
+            ToolRule(api_key_id=api_key_id, membership_id=membership_id, tool=tool, effect=effect)
+            for api_key_id, membership_id, tool, effect in ToolPolicy.objects.filter(
                 tenant_id=tenant_id
-            ).values_list("api_key_id", "tool", "effect")
+            ).values_list("api_key_id", "membership_id", "tool", "effect")
         ),
         rate_rules=tuple(
             RateRule(rate=rate, tool=tool, per_key=per_key)
@@ -143,15 +189,49 @@ def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool =
     )
 
 
+def known_tool_names() -> list[str]:
+    """The names a tool rule may name, `*` first: one per row of qontak.endpoints."""
+    return [ANY_TOOL, *sorted(ENDPOINTS_BY_NAME)]
+
+
+def tool_name_checked(tool: str) -> str:
+    """`tool` stripped when it is `*` or a known tool; raises InvalidInput naming the closest
+    known tool otherwise, since a rule for a misspelt name would never apply."""
+    tool = tool.strip()
+    if tool == ANY_TOOL or tool in ENDPOINTS_BY_NAME:
+        return tool
+    shown = tool[:100]
+    closest = difflib.get_close_matches(tool, ENDPOINTS_BY_NAME, n=1, cutoff=0.6)
+    hint = f"did you mean '{closest[0]}'?" if closest else "pick one from the list of tools"
+    raise InvalidInput(f"there is no tool '{shown}': {hint} (or * for every tool)")
+
+
 def tool_access_set(
-    *, tenant: Tenant, tool: str, effect: str, api_key: ApiKey | None = None
+    *,
+    tenant: Tenant,
+    tool: str,
+    effect: str,
+    api_key: ApiKey | None = None,
+    membership: TenantMembership | None = None,
 ) -> None:
+    """Allow, deny or hold for approval `tool` (a known tool name or `*`) for the tenant, one
+    of its keys or one of its members. Raises InvalidInput for an unknown tool (naming the
+    closest one), effect, key or member."""
+    tool = tool_name_checked(tool)
     if effect not in ToolPolicy.Effect.values:
-        raise InvalidInput(f"'{effect}' is not an access effect: use allow or deny")
+        raise InvalidInput(f"'{effect}' is not an access effect: use allow, deny or approve")
     if api_key is not None and api_key.tenant_id != tenant.pk:
         raise InvalidInput(f"API key {api_key.prefix} belongs to another tenant")
+    if membership is not None and membership.tenant_id != tenant.pk:
+        raise InvalidInput(f"{membership.user} is not a member of {tenant.slug}")
+    if api_key is not None and membership is not None:
+        raise InvalidInput("a rule applies to one API key or one member, not both")
     ToolPolicy.objects.update_or_create(
-        tenant=tenant, api_key=api_key, tool=tool, defaults={"effect": effect}
+        tenant=tenant,
+        api_key=api_key,
+        membership=membership,
+        tool=tool,
+        defaults={"effect": effect},
     )
 
 

@@ -179,6 +179,8 @@ MEKARI_GATEWAY_URL = env.str("MEKARI_GATEWAY_URL", default="https://api.mekari.c
 QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
 # One deadline per tool call, covering the token, every attempt and the waits between them.
 TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)
+# How long a tool call held for approval waits for a person's decision (controlplane.approvals).
+APPROVAL_EXPIRY_MINUTES = env.int("APPROVAL_EXPIRY_MINUTES", default=60)
 
 # API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear. After a
 # rotation the previous peppers still verify keys, each moved to the current one on its next use.

@@ -1,7 +1,7 @@
 """The enforcement chain every tool call passes once, left to right, one service call a step:
 
-    tool policy (policies) -> input -> rate limit (ratelimit) -> access token (tokens)
-    -> Qontak call (qontak) -> audit (mcpserver.audit_writer)
+    tool policy (policies) -> input -> rate limit (ratelimit) [-> approval (approvals)]
+    -> access token (tokens) -> Qontak call (qontak) -> audit (mcpserver.audit_writer)
 
 Each step either hands on or raises a domain exception; `run_tool_call` translates the
 exception into an `isError` tool result in one place and always queues the audit row.
@@ -13,17 +13,19 @@ answer. A service that misses its copy crosses to a thread itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from controlplane import audit, metrics, people, policies, ratelimit
+from controlplane import approvals, audit, metrics, people, policies, ratelimit
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
@@ -38,8 +40,9 @@ from controlplane.errors import (
     ToolDenied,
     UpstreamError,
 )
-from controlplane.models import ToolCall
+from controlplane.models import Approval, ToolCall, ToolPolicy
 from mcpserver import audit_writer, qontak_call
+from mcpserver.approval_tool import APPROVAL_STATUS_TOOL, ApprovalStatusTool
 from mcpserver.caller import Caller
 from qontak.client import QontakResponse
 from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
@@ -55,12 +58,23 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
+class PersonAnswer:
+    """The person's answer to our question about a held call: the 2026-07-28 era's input
+    response, with the approval named by the request state we sealed."""
+
+    approval_id: int
+    approve: bool
+
+
+@dataclass(frozen=True)
 class ToolCallDone:
     """A tool call's answer, and the write of its audit row, which the request must outlive
-    (so a graceful shutdown finishes every write) but the client does not wait for."""
+    (so a graceful shutdown finishes every write) but the client does not wait for. `ask`:
+    the held call to ask the person about instead of answering."""
 
     result: ToolResult
     audit_row_written: asyncio.Future[None]
+    ask: Approval | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class Completed:
     result: ToolResult
     outcome: str
     upstream_status: int | None = None
+    approval_id: int | None = None
+    ask: Approval | None = None
 
 
 OUTCOME_BY_ERROR: tuple[tuple[type[ApplicationError], str], ...] = (
@@ -109,13 +125,18 @@ def in_scope(caller: Caller, endpoint: Endpoint) -> bool:
     return caller.scopes is None or scope_needed(endpoint) in caller.scopes
 
 
-def _allowed(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) -> bool:
-    """The token's scopes, the key's or member's read-only flag, and the tenant's rules."""
-    return in_scope(caller, endpoint) and policy.tool_allowed(
+def _effect(policy: policies.TenantPolicy, caller: Caller, endpoint: Endpoint) -> str:
+    """allow, deny or approve: the token's scopes, the key's or member's read-only flag, and
+    the tenant's rules."""
+    if not in_scope(caller, endpoint):
+        return ToolPolicy.Effect.DENY
+    return policy.tool_effect(
         tool=endpoint.name,
-        api_key_id=caller.api_key_id or 0,
+        api_key_id=caller.api_key_id,
+        membership_id=caller.membership_id,
         key_read_only=caller.read_only,
         tool_read_only=bool(endpoint.annotations.read_only_hint),
+        tool_destructive=bool(endpoint.annotations.destructive_hint),
     )
 
 
@@ -123,7 +144,7 @@ async def _policy(caller: Caller) -> policies.TenantPolicy:
     return await policies.policy_for_call(tenant_id=caller.tenant.pk, version=caller.config_version)
 
 
-async def visible_tools(caller: Caller) -> list[Endpoint]:
+async def visible_tools(caller: Caller) -> list[Endpoint | ApprovalStatusTool]:
     """The tools this caller may use: the same policy tools/call enforces. Raises RateLimited
     past TOOLS_LIST_RATE. Unlike calls, a listing is not refused when the counters cannot be
     reached: it changes nothing, and every call it leads to is still counted."""
@@ -135,10 +156,15 @@ async def visible_tools(caller: Caller) -> list[Endpoint]:
         metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope).inc()
         raise RateLimited(hit.message, retry_after=hit.retry_after)
     policy = await _policy(caller)
-    return [endpoint for endpoint in ENDPOINTS if _allowed(policy, caller, endpoint)]
+    allowed: list[Endpoint | ApprovalStatusTool] = [
+        endpoint for endpoint in ENDPOINTS if _effect(policy, caller, endpoint) != "deny"
+    ]
+    return [*allowed, APPROVAL_STATUS_TOOL] if policy.may_hold_calls else allowed
 
 
-def _describe_validation_error(endpoint: Endpoint, error: ValidationError) -> str:
+def _describe_validation_error(
+    endpoint: Endpoint | ApprovalStatusTool, error: ValidationError
+) -> str:
     problems = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "(arguments)"
@@ -197,47 +223,181 @@ def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) ->
 
 def _screened(
     policy: policies.TenantPolicy, caller: Caller, tool: str, arguments: dict[str, Any]
-) -> tuple[Endpoint, BaseModel]:
-    """The tool and its validated input; raises InvalidInput or ToolDenied. No I/O."""
+) -> tuple[Endpoint, BaseModel, str]:
+    """The tool, its validated input and its effect (allow or approve); raises InvalidInput
+    or ToolDenied. No I/O."""
     endpoint = ENDPOINTS_BY_NAME.get(tool)
     if endpoint is None:
         shown = audit.printable(tool, TOOL_NAME_SHOWN)
         raise InvalidInput(f"unknown tool '{shown}': call tools/list to see the available tools")
-    if not _allowed(policy, caller, endpoint):
+    effect = _effect(policy, caller, endpoint)
+    if effect == ToolPolicy.Effect.DENY:
         logger.info("tool_denied", extra={"event": "tool_denied", **caller.log_context(tool=tool)})
         raise ToolDenied(
             f"tool '{tool}' is not available to this "
             + ("person's connection" if caller.person else "API key")
         )
-    return endpoint, _validated_input(endpoint, arguments)
+    return endpoint, _validated_input(endpoint, arguments), effect
+
+
+def _asker(caller: Caller) -> approvals.Asker:
+    return approvals.Asker(
+        tenant_id=caller.tenant.pk,
+        api_key_id=caller.api_key_id,
+        key_prefix=caller.key_prefix,
+        membership_id=caller.membership_id,
+        person=caller.person,
+        oauth_client=caller.oauth_client,
+    )
+
+
+def _held_result(approval: Approval) -> Completed:
+    """What the assistant is told about a call that did not run because of its approval."""
+    at = "%Y-%m-%d %H:%M UTC"
+    status = approval.shown_status
+    if status == Approval.Status.REJECTED:
+        reason = approval.reason or "no reason given"
+        text = (
+            f"The call to {approval.tool} (approval #{approval.pk}) was rejected by "
+            f"{approval.decided_by}: {reason}. It was not run."
+        )
+        outcome = ToolCall.Outcome.DENIED
+    elif status == Approval.Status.EXECUTED:
+        ran = approval.executed_at.strftime(at) if approval.executed_at else "earlier"
+        text = (
+            f"The approved call #{approval.pk} to {approval.tool} already ran ({ran}); it was "
+            "not run again."
+        )
+        outcome = ToolCall.Outcome.DENIED
+    else:
+        text = (
+            f"The call to {approval.tool} needs a person's approval before it runs: it waits as "
+            f"approval #{approval.pk} until {approval.expires_at.strftime(at)}. Nothing was sent "
+            f"to Qontak. An operator of this tenant decides in the admin. To learn the outcome, "
+            f"call get_approval_status with approval_id {approval.pk}, or call {approval.tool} "
+            "again with the same arguments: once approved it runs, once."
+        )
+        outcome = ToolCall.Outcome.PENDING_APPROVAL
+    return Completed(_error_result(text), outcome, approval_id=approval.pk)
+
+
+def _person_decides(caller: Caller, answer: PersonAnswer, tool: str) -> None:
+    """Record the person's answer about their own held call (an operator may have decided
+    first: then theirs stands). Blocking (database)."""
+    approval = approvals.status_for(approval_id=answer.approval_id, asker=_asker(caller))
+    if approval.tool != tool:
+        raise InvalidInput("that answer is about another tool call")
+    by = f"{caller.person} (asked in {caller.oauth_client or 'the assistant'})"
+    # Decided already, or expired: the gate that follows says which.
+    with contextlib.suppress(InvalidInput):
+        approvals.decide(
+            approval_id=approval.pk,
+            approve=answer.approve,
+            decided_by=by,
+            reason="" if answer.approve else "declined by the person it was made for",
+        )
+
+
+async def _gate(
+    caller: Caller,
+    tool: str,
+    arguments: dict[str, Any],
+    *,
+    can_ask: bool,
+    answer: PersonAnswer | None,
+) -> tuple[Completed | None, int]:
+    """A call held for approval: None (and the approval) when it may run now, else what to
+    answer, which is a question for the person when their client can ask them."""
+    if answer is not None:
+        await sync_to_async(_person_decides)(caller, answer, tool)
+    gate = await sync_to_async(approvals.gate)(asker=_asker(caller), tool=tool, arguments=arguments)
+    approval = gate.approval
+    if gate.run:
+        return None, approval.pk
+    if can_ask and answer is None and approval.shown_status == Approval.Status.PENDING:
+        question = Completed(
+            _error_result(f"waiting for {caller.person} to approve {tool}"),
+            ToolCall.Outcome.PENDING_APPROVAL,
+            approval_id=approval.pk,
+            ask=approval,
+        )
+        return question, approval.pk
+    return _held_result(approval), approval.pk
+
+
+async def _approval_status(
+    policy: policies.TenantPolicy, caller: Caller, arguments: dict[str, Any]
+) -> Completed:
+    await _admit(policy, caller, "", reaches_qontak=False)
+    try:
+        data = APPROVAL_STATUS_TOOL.input_model.model_validate(arguments)
+    except ValidationError as exc:
+        raise InvalidInput(_describe_validation_error(APPROVAL_STATUS_TOOL, exc)) from None
+    approval = await sync_to_async(approvals.status_for)(
+        approval_id=data.approval_id, asker=_asker(caller)
+    )
+    structured = {"approval": approvals.approval_summary(approval)}
+    return Completed(
+        ToolResult(json.dumps(structured, ensure_ascii=False), structured, is_error=False),
+        ToolCall.Outcome.OK,
+        approval_id=approval.pk,
+    )
 
 
 async def _enforce_and_call(
-    caller: Caller, tool: str, arguments: dict[str, Any], deadline: float
+    caller: Caller,
+    tool: str,
+    arguments: dict[str, Any],
+    deadline: float,
+    *,
+    can_ask: bool = False,
+    answer: PersonAnswer | None = None,
 ) -> Completed:
     """Every call is counted against the rate limits before its refusal, if any, is answered:
-    unknown tools, denied tools and invalid arguments cost the caller as much as a call."""
+    unknown tools, denied tools and invalid arguments cost the caller as much as a call. A
+    call held for approval reaches Qontak only once a person approved it."""
     policy = await _policy(caller)
+    if tool == APPROVAL_STATUS_TOOL.name:
+        return await _approval_status(policy, caller, arguments)
     try:
-        endpoint, data = _screened(policy, caller, tool, arguments)
+        endpoint, data, effect = _screened(policy, caller, tool, arguments)
     except (InvalidInput, ToolDenied):
         counted_as = tool if tool in ENDPOINTS_BY_NAME else ""
         await _admit(policy, caller, counted_as, reaches_qontak=False)
         raise
-    await _admit(policy, caller, tool, reaches_qontak=True)
+    if effect != ToolPolicy.Effect.APPROVE:
+        await _admit(policy, caller, tool, reaches_qontak=True)
+        response = await qontak_call.send(caller, policy, endpoint, data, deadline)
+        return _completed(endpoint, data, response)
+    await _admit(policy, caller, tool, reaches_qontak=False)
+    held, approval_id = await _gate(caller, tool, arguments, can_ask=can_ask, answer=answer)
+    if held is not None:
+        return held
+    hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
+    if hit is not None:
+        raise RateLimited(hit.message, retry_after=hit.retry_after)
     response = await qontak_call.send(caller, policy, endpoint, data, deadline)
-    return _completed(endpoint, data, response)
+    return replace(_completed(endpoint, data, response), approval_id=approval_id)
 
 
 async def run_tool_call(
-    caller: Caller, tool: str, arguments: dict[str, Any] | None
+    caller: Caller,
+    tool: str,
+    arguments: dict[str, Any] | None,
+    *,
+    can_ask: bool = False,
+    answer: PersonAnswer | None = None,
 ) -> ToolCallDone:
-    """Run one tools/call through the chain and queue its audit row, whatever happens."""
+    """Run one tools/call through the chain and queue its audit row, whatever happens.
+    `can_ask`: the person's client can be asked to approve a held call (see mcpserver.server);
+    `answer`: what they answered."""
     started = time.perf_counter()
     arguments = arguments or {}
     try:
         deadline = asyncio.get_running_loop().time() + settings.TOOL_CALL_DEADLINE
-        completed = await _enforce_and_call(caller, tool, arguments, deadline)
+        completed = await _enforce_and_call(
+            caller, tool, arguments, deadline, can_ask=can_ask, answer=answer
+        )
     except ApplicationError as exc:
         outcome = next(
             (o for kind, o in OUTCOME_BY_ERROR if isinstance(exc, kind)),
@@ -257,6 +417,7 @@ async def run_tool_call(
     return ToolCallDone(
         result=completed.result,
         audit_row_written=_audited(caller, tool, arguments, completed, started),
+        ask=completed.ask,
     )
 
 
@@ -283,6 +444,7 @@ def _audited(
         qontak_user=caller.qontak_user,
         person=caller.person,
         oauth_client=caller.oauth_client,
+        approval_id=completed.approval_id,
         called_at=timezone.now(),
     )
     return audit_writer.submit(record, tenant_slug=caller.tenant.slug)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import uuid
@@ -22,13 +23,16 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from mcp.server import Server, ServerRequestContext
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from controlplane import config_version, people
 from controlplane.errors import ApplicationError
+from controlplane.models import Approval
 from controlplane.oauth.resource import mcp_resource, origin_of, resource_metadata_url
 from controlplane.tenants import (
     API_KEY_SCHEME,
@@ -42,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "qontak-mcp-controlplane"
 CALLER_STATE_KEY = "qontak_caller"
+APPROVAL_INPUT = "approval"  # our key in a 2026-07-28 input request and its response
 AUDIT_STATE_KEY = "qontak_audit"
 # Why a request is refused with 401, keyed by "no credential was sent at all".
 AUTH_FAILURES = {
@@ -101,13 +106,79 @@ async def list_tools(
     )
 
 
+def _can_ask_person(ctx: ServerRequestContext[Any], caller: pipeline.Caller) -> bool:
+    """Whether the person a call is made for can be asked to approve it: an OAuth caller whose
+    client declared elicitation on this request (the 2026-07-28 era; a stateless 2025-11-25
+    server has no way to send the client a request). API keys go to the operators' queue."""
+    capabilities = ctx.session.client_capabilities
+    return (
+        bool(caller.person)
+        and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        and capabilities is not None
+        and capabilities.elicitation is not None
+    )
+
+
+def _person_answer(params: types.CallToolRequestParams) -> pipeline.PersonAnswer | None:
+    """The person's answer to our approval question, when this call carries one: the request
+    state is ours (sealed, then verified by the SDK's RequestStateBoundary) and names the
+    approval; the answer itself comes from the client."""
+    if params.request_state is None:
+        return None
+    try:
+        approval_id = int(json.loads(params.request_state)["approval_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    response = (params.input_responses or {}).get(APPROVAL_INPUT)
+    approve = (
+        isinstance(response, types.ElicitResult)
+        and response.action == "accept"
+        and bool((response.content or {}).get("approve"))
+    )
+    return pipeline.PersonAnswer(approval_id=approval_id, approve=approve)
+
+
+def _approval_question(approval: Approval, caller: pipeline.Caller) -> types.InputRequiredResult:
+    arguments = json.dumps(approval.arguments, ensure_ascii=False, sort_keys=True)[:500]
+    message = (
+        f"{caller.oauth_client or 'Your assistant'} wants to run {approval.tool} in "
+        f"{caller.tenant.name} as you, with {arguments}. Approve it? It runs once."
+    )
+    return types.InputRequiredResult(
+        input_requests={
+            APPROVAL_INPUT: types.ElicitRequest(
+                params=types.ElicitRequestFormParams(
+                    message=message,
+                    requested_schema={
+                        "type": "object",
+                        "properties": {
+                            "approve": {"type": "boolean", "title": "Approve", "default": False}
+                        },
+                        "required": ["approve"],
+                    },
+                )
+            )
+        },
+        request_state=json.dumps({"approval_id": approval.pk}),
+    )
+
+
 async def call_tool(
     ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-) -> types.CallToolResult:
+) -> types.CallToolResult | types.InputRequiredResult:
     state = _request_state(ctx)
-    done = await pipeline.run_tool_call(state[CALLER_STATE_KEY], params.name, params.arguments)
+    caller: pipeline.Caller = state[CALLER_STATE_KEY]
+    done = await pipeline.run_tool_call(
+        caller,
+        params.name,
+        params.arguments,
+        can_ask=_can_ask_person(ctx, caller),
+        answer=_person_answer(params),
+    )
     request_audit: RequestAudit = state[AUDIT_STATE_KEY]
     request_audit.add(done.audit_row_written)
+    if done.ask is not None:
+        return _approval_question(done.ask, caller)
     result = done.result
     return types.CallToolResult(
         content=[types.TextContent(text=result.text)],
@@ -153,17 +224,42 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _request_state_principal(ctx: ServerRequestContext[Any]) -> str | None:
+    """Binds our sealed request state to the caller that received it."""
+    caller = _caller(ctx)
+    return f"{caller.tenant.pk}:{caller.rate_subject}"
+
+
+def _request_state_key(secret_key: str) -> bytes:
+    return hashlib.sha256(b"qmcp.request-state" + secret_key.encode()).digest()
+
+
 mcp_server: Server[Any] = Server(
     SERVER_NAME,
     version="0.1.0",
     instructions=(
-        "Tools for one Qontak CRM account. The account is fixed by your API key. "
-        "Read templates (get_*_template) before creating records with custom fields."
+        "Tools for one Qontak CRM account. The account is fixed by your API key or "
+        "connection. Read templates (get_*_template) before creating records with custom "
+        "fields. Some calls wait for a person's approval: the result says so and how to "
+        "learn the outcome (get_approval_status)."
     ),
     on_list_tools=list_tools,
     on_call_tool=call_tool,
     # Our schemas carry no x-mcp-header annotations: skip the SDK's per-call tools/list.
     get_tool_input_schema=lambda name: None,
+)
+
+# The 2026-07-28 era's request state (the approval a person is asked about) is sealed and
+# checked by the SDK: bound to the caller, the tool and its arguments, for ten minutes.
+mcp_server.middleware.append(
+    RequestStateBoundary(
+        RequestStateSecurity(
+            keys=[_request_state_key(settings.SECRET_KEY)],
+            ttl=600,
+            bind_principal=_request_state_principal,
+        ),
+        default_audience=SERVER_NAME,
+    )
 )
 
 session_manager = StreamableHTTPSessionManager(

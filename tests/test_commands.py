@@ -131,6 +131,22 @@ def test_set_tool_access_allow_and_deny():
 
 
 @pytest.mark.django_db
+def test_set_tool_access_refuses_a_misspelt_tool_naming_the_closest_one():
+    name = slug()
+    run("create_tenant", name)
+    with pytest.raises(
+        CommandError, match="no tool 'delete_contcat': did you mean 'delete_contact'"
+    ):
+        run("set_tool_access", name, "delete_contcat", "deny")
+    with pytest.raises(CommandError, match="no tool 'nope': pick one from the list of tools"):
+        run("set_tool_access", name, "nope", "deny")
+    assert not ToolPolicy.objects.filter(tenant__slug=name).exists()
+    run("set_tool_access", name, "*", "deny")
+    run("set_tool_access", name, "get_required_fields_for_deal", "allow")
+    assert ToolPolicy.objects.filter(tenant__slug=name).count() == 2
+
+
+@pytest.mark.django_db
 def test_set_refresh_token_reads_stdin_validates_and_stores_the_rotated_token(openbao, simulator):
     name = slug()
     run("create_tenant", name, "--qontak-base-url", simulator.url)

@@ -9,7 +9,14 @@ and the CSV export live in controlplane.operator.
 from django.contrib import admin
 
 # Imported for their @admin.register side effects.
-from controlplane.admin import keys, people, policies, tenants, tool_calls  # noqa: F401
+from controlplane.admin import (  # noqa: F401
+    approvals,
+    keys,
+    people,
+    policies,
+    tenants,
+    tool_calls,
+)
 
 admin.site.site_header = "Qontak MCP control plane"
 admin.site.site_title = "Qontak MCP admin"

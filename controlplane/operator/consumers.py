@@ -82,3 +82,11 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
                 "type": "tool_call",
             }
         )
+
+    async def approval_event(self, event: dict[str, Any]) -> None:
+        """Handler for live.APPROVAL_EVENT_TYPE messages: a call held or decided."""
+        if self.tenant_filter and event.get("tenant") != self.tenant_filter:
+            return
+        await self.send_json(
+            {**{name: value for name, value in event.items() if name != "type"}, "type": "approval"}
+        )

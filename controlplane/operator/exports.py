@@ -26,9 +26,7 @@ async def _csv_lines(queryset: QuerySet[ToolCall]) -> AsyncIterator[str]:
     yield writer.writerow(audit.EXPORT_FIELDS)
     # Model rows, not values_list(): Django 5.2's aiterator() runs a values_list() query on
     # the event loop and raises SynchronousOnlyOperation.
-    calls = queryset.select_related("tenant").only(
-        *(name for name in audit.EXPORT_FIELDS if name != "tenant"), "tenant__slug"
-    )
+    calls = queryset.select_related("tenant", "approval").only(*audit.EXPORT_QUERY_FIELDS)
     async for call in calls.aiterator(chunk_size=2000):
         yield writer.writerow(audit.tool_call_csv_row(call))
 

@@ -13,10 +13,11 @@ import asyncio
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from controlplane.models import ToolCall
+from controlplane.models import Approval, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def tool_call_event(call: ToolCall, *, tenant_slug: str) -> dict[str, Any]:
         "outcome": call.outcome,
         "upstream_status": call.upstream_status,
         "latency_ms": round(call.latency_ms, 1),
+        "message": call.message[:200],  # the reason given to the assistant, as the list shows
     }
 
 
@@ -80,3 +82,32 @@ def publish_in_background(call: ToolCall, *, tenant_slug: str) -> None:
     task = asyncio.get_running_loop().create_task(publish_tool_call(call, tenant_slug=tenant_slug))
     _pending.add(task)  # keep a reference until done, or the task may be collected
     task.add_done_callback(_pending.discard)
+
+
+APPROVAL_EVENT_TYPE = "approval.event"
+
+
+def approval_event(approval: Approval) -> dict[str, Any]:
+    """A held call as the feed shows it: what the approval list shows (arguments as the audit
+    keeps them, redacted)."""
+    return {
+        "type": APPROVAL_EVENT_TYPE,
+        "id": approval.pk,
+        "tenant": approval.tenant.slug,
+        "tool": approval.tool,
+        "arguments": approval.arguments,
+        "status": approval.shown_status,
+        "asked_by": approval.asked_by,
+        "created_at": approval.created_at.isoformat(),
+        "expires_at": approval.expires_at.isoformat(),
+        "decided_by": approval.decided_by,
+        "reason": approval.reason[:200],
+    }
+
+
+def publish_approval(approval: Approval) -> None:
+    """Publish a held call or its decision to the operators' feed; always, since approvals are
+    rare and someone must see them. Blocking; raises whatever the channel layer raises."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(LIVE_GROUP, approval_event(approval))

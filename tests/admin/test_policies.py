@@ -55,3 +55,57 @@ def test_tool_policy_inline_offers_only_this_tenants_keys(operator):
     )
     choices = set(formset.empty_form.fields["api_key"].queryset)
     assert mine in choices and theirs not in choices
+
+
+def test_a_misspelt_tool_rule_is_refused_with_the_closest_tool_named(operator):
+    from controlplane.models import ToolPolicy
+
+    tenant = tenant_create(slug="typo")
+    url = reverse("admin:controlplane_tenant_change", args=[tenant.pk])
+    data = form_data(operator.get(url))
+    data.update(
+        {
+            "tool_policies-TOTAL_FORMS": "1",
+            "tool_policies-0-tool": "delete_contcat",
+            "tool_policies-0-effect": "deny",
+        }
+    )
+    refused = operator.post(url, data)
+    assert refused.status_code == 200
+    assert (
+        "There is no tool &#x27;delete_contcat&#x27;: did you mean &#x27;delete_contact&#x27;"
+        in (refused.content.decode())
+    )
+    assert not ToolPolicy.objects.exists()
+
+    alone = operator.post(
+        reverse("admin:controlplane_toolpolicy_add"),
+        {"tenant": tenant.pk, "tool": "list_contatcs", "effect": "deny"},
+    )
+    assert "did you mean &#x27;list_contacts&#x27;" in alone.content.decode()
+    accepted = operator.post(
+        reverse("admin:controlplane_toolpolicy_add"),
+        {"tenant": tenant.pk, "tool": "*", "effect": "deny"},
+    )
+    assert accepted.status_code == 302
+    assert ToolPolicy.objects.get().tool == "*"
+
+
+def test_the_tool_box_suggests_the_known_tools(operator):
+    page = operator.get(reverse("admin:controlplane_toolpolicy_add")).content.decode()
+    assert 'list="id_tool-known-tools"' in page
+    assert '<option value="*"></option>' in page
+    assert '<option value="delete_contact"></option>' in page
+
+
+def test_policy_lists_say_what_applies_without_a_row(operator):
+    empty_rates = operator.get(reverse("admin:controlplane_ratelimitpolicy_changelist"))
+    assert "No rules here yet. A tenant without a rate limit" in empty_rates.content.decode()
+    assert "gets 120/m for the whole tenant" in empty_rates.content.decode()
+    empty_rules = operator.get(reverse("admin:controlplane_toolpolicy_changelist"))
+    assert "Without a rule every tool is allowed" in empty_rules.content.decode()
+    tenant_page = operator.get(
+        reverse("admin:controlplane_tenant_change", args=[tenant_create(slug="bare").pk])
+    ).content.decode()
+    assert "Rate limits (none set: 120/m for the whole tenant)" in tenant_page
+    assert "Tool rules (none set: every tool is allowed)" in tenant_page
