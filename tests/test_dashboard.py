@@ -307,3 +307,43 @@ def test_operator_pages_need_permission_to_view_the_audit_trail(db, page):
     assert client.get(reverse(page)).status_code == 403
     helpdesk.user_permissions.add(Permission.objects.get(codename="view_toolcall"))
     assert client.get(reverse(page)).status_code == 200
+
+
+def test_people_and_their_assistants_are_named_where_keys_are(operator):
+    acme = tenant_create(slug="people-dash")
+    record(acme, key_prefix="", person="rina", oauth_client="Claude")
+    page = operator.get(reverse("operator-dashboard")).content.decode()
+    assert '<td class="person">rina</td>' in page and "<td>Claude</td>" in page
+    feed = operator.get(reverse("operator-live-feed")).content.decode()
+    assert '<span class="person" title="Claude">rina</span>' in feed
+    audit = operator.get(reverse("admin:controlplane_toolcall_changelist")).content.decode()
+    assert '<span title="Claude">rina</span>' in audit
+
+
+def test_calls_waiting_for_approval_are_on_the_dashboard_and_the_feed(operator):
+    from controlplane.models import Approval
+
+    acme = tenant_create(slug="approvals-dash")
+    waiting = Approval.objects.create(
+        tenant=acme,
+        key_prefix="qmcp_test0000",
+        tool="delete_deal",
+        arguments={"id": 7},
+        arguments_digest="0" * 64,
+        expires_at=timezone.now() + timedelta(minutes=30),
+    )
+    Approval.objects.create(
+        tenant=acme,
+        key_prefix="qmcp_test0000",
+        tool="delete_task",
+        arguments_digest="1" * 64,
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    decide = reverse("admin:controlplane_approval_decide", args=[waiting.pk])
+    for page in (reverse("operator-dashboard"), reverse("operator-live-feed")):
+        html = operator.get(page).content.decode()
+        assert 'id="approvals-count">1<' in html and decide in html
+        assert "delete_deal" in html and "delete_task" not in html  # expired: nothing to decide
+    record(acme, outcome="pending_approval", tool="delete_deal")
+    dashboard = dashboard_activity(tenant_slug="approvals-dash")
+    assert dashboard.overall.outcomes.denied == 1  # held by policy, not an error

@@ -275,3 +275,38 @@ def test_calls_are_published_only_while_a_feed_page_is_open():
     unseen, seen = asyncio.run(scenario())
     assert unseen is None
     assert seen is not None and seen["tool"] == "while_watched"
+
+
+async def test_a_held_call_and_its_decision_reach_the_feed(transactional_db):
+    from asgiref.sync import sync_to_async
+
+    from controlplane import approvals
+    from controlplane.models import Tenant
+
+    slug = _slug("held")
+    communicator = _communicator(await _user_cookie("superuser"))
+    assert await communicator.connect()
+
+    def file_and_decide() -> None:
+        tenant = Tenant.objects.create(slug=slug, name=slug)
+        asker = approvals.Asker(
+            tenant_id=tenant.pk,
+            api_key_id=None,
+            key_prefix="qmcp_abcdefgh",
+            membership_id=None,
+            person="",
+            oauth_client="",
+        )
+        gate = approvals.gate(asker=asker, tool="delete_contact", arguments={"id": 1})
+        approvals.decide(approval_id=gate.approval.pk, approve=False, decided_by="ops", reason="no")
+
+    await sync_to_async(file_and_decide)()
+    held = await _next_call_of(communicator, {slug})
+    decided = await _next_call_of(communicator, {slug})
+    assert (held["type"], held["tool"], held["status"]) == ("approval", "delete_contact", "pending")
+    assert (decided["status"], decided["decided_by"], decided["reason"]) == (
+        "rejected",
+        "ops",
+        "no",
+    )
+    await communicator.disconnect()

@@ -101,12 +101,13 @@ class RateLimitPolicyForm(forms.ModelForm):
 class ToolPolicyForm(forms.ModelForm):
     class Meta:
         model = ToolPolicy
-        fields = ("tenant", "api_key", "tool", "effect")
+        fields = ("tenant", "api_key", "membership", "tool", "effect")
         widgets = {"tool": ToolNameInput(attrs={"placeholder": "a tool name, or *"})}
         help_texts = {
             "tool": "Pick a tool from the list as you type, or * for every tool.",
-            "effect": "Deny hides the tool from tools/list and refuses calls. A rule for one "
-            "key beats a rule for the whole tenant; an exact tool name beats *.",
+            "effect": "Deny hides the tool from tools/list and refuses calls; Approve first "
+            "holds each call until a person approves it. A rule for one key or member beats a "
+            "rule for the whole tenant; an exact tool name beats *.",
         }
 
     def clean_tool(self) -> str:

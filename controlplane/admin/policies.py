@@ -14,7 +14,7 @@ from controlplane.admin.forms import RateLimitPolicyForm, ToolPolicyForm
 from controlplane.models import RateLimitPolicy, ToolPolicy
 
 RATE_SCOPE = {"tenant", "tool", "per_key"}
-TOOL_SCOPE = {"tenant", "api_key", "tool"}
+TOOL_SCOPE = {"tenant", "api_key", "membership", "tool"}
 
 
 def save_policy(obj: RateLimitPolicy | ToolPolicy, *, scope_changed: bool) -> None:
@@ -34,9 +34,15 @@ def save_policy(obj: RateLimitPolicy | ToolPolicy, *, scope_changed: bool) -> No
         ).pk
     else:
         policies.tool_access_set(
-            tenant=obj.tenant, tool=obj.tool, effect=obj.effect, api_key=obj.api_key
+            tenant=obj.tenant,
+            tool=obj.tool,
+            effect=obj.effect,
+            api_key=obj.api_key,
+            membership=obj.membership,
         )
-        obj.pk = ToolPolicy.objects.get(tenant=obj.tenant, tool=obj.tool, api_key=obj.api_key).pk
+        obj.pk = ToolPolicy.objects.get(
+            tenant=obj.tenant, tool=obj.tool, api_key=obj.api_key, membership=obj.membership
+        ).pk
 
 
 class PolicyListAdmin(FullWidthList, admin.ModelAdmin):
@@ -90,15 +96,16 @@ class RateLimitPolicyAdmin(PolicyListAdmin):
 @admin.register(ToolPolicy)
 class ToolPolicyAdmin(PolicyListAdmin):
     form = ToolPolicyForm
-    list_display = ("tenant", "tool", "effect", "api_key", "updated")
+    list_display = ("tenant", "tool", "effect", "api_key", "membership", "updated")
     list_filter = ("tenant", "effect", ("api_key", admin.EmptyFieldListFilter), "tool")
-    list_select_related = ("tenant", "api_key")
+    list_select_related = ("tenant", "api_key", "membership__user")
     search_fields = ("tenant__slug", "tenant__name", "tool", "api_key__prefix")
 
     def default_rule(self) -> str:
         return (
-            "Without a rule every tool is allowed (read-only keys: only the tools that read). "
-            "A rule for one key beats a rule for its tenant; an exact tool name beats *."
+            "Without a rule every tool is allowed (read-only keys: only the tools that read), "
+            "and deletes wait for approval where the tenant says so. A rule for one key or "
+            "member beats a rule for its tenant; an exact tool name beats *."
         )
 
     def save_model(self, request: HttpRequest, obj: ToolPolicy, form: Any, change: bool) -> None:

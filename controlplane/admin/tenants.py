@@ -39,6 +39,7 @@ from controlplane.models import (
     ApiKeyQuerySet,
     RateLimitPolicy,
     Tenant,
+    TenantMembership,
     ToolCall,
     ToolPolicy,
 )
@@ -66,11 +67,17 @@ class ToolPolicyInline(admin.TabularInline):
         self, db_field: Any, request: HttpRequest, **kwargs: Any
     ) -> forms.ModelChoiceField | None:
         """Offer only this tenant's keys: a rule for another tenant's key would be refused."""
+        match = request.resolver_match
+        tenant_id = match.kwargs.get("object_id") if match else None
         if db_field.name == "api_key":
-            match = request.resolver_match
-            tenant_id = match.kwargs.get("object_id") if match else None
             kwargs["queryset"] = (
                 ApiKey.objects.filter(tenant_id=tenant_id) if tenant_id else ApiKey.objects.none()
+            )
+        if db_field.name == "membership":
+            kwargs["queryset"] = (
+                TenantMembership.objects.filter(tenant_id=tenant_id).select_related("user")
+                if tenant_id
+                else TenantMembership.objects.none()
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -189,6 +196,7 @@ class TenantAdmin(FullWidthList, admin.ModelAdmin):
                 )
             },
         ),
+        ("Approvals", {"fields": ("destructive_needs_approval",)}),
         ("API keys", {"fields": ("key_summary",)}),
         ("Activity", {"fields": ("activity_links",)}),
     )

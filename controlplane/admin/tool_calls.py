@@ -61,7 +61,15 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
     )
     list_filter = ("outcome", "tenant", "api_key", ToolFilter, "created_at")
     list_select_related = ("tenant",)
-    search_fields = ("tool", "key_prefix", "request_id", "tenant__slug", "message")
+    search_fields = (
+        "tool",
+        "key_prefix",
+        "person",
+        "oauth_client",
+        "request_id",
+        "tenant__slug",
+        "message",
+    )
     date_hierarchy = "created_at"
     # The audit table grows without bound: skip the unfiltered COUNT(*) on every page.
     show_full_result_count = False
@@ -73,8 +81,11 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
             '<span class="outcome outcome-{}">{}</span>', outcome_group(obj.outcome), obj.outcome
         )
 
-    @admin.display(description="Key", ordering="key_prefix")
+    @admin.display(description="Key or person", ordering="key_prefix")
     def key(self, obj: ToolCall) -> str:
+        """An OAuth call names its person, with the assistant client on hover."""
+        if obj.person:
+            return format_html('<span title="{}">{}</span>', obj.oauth_client, obj.person)
         return obj.key_prefix
 
     @admin.display(description="Time (UTC)", ordering="created_at")

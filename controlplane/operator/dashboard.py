@@ -26,6 +26,7 @@ OUTCOME_GROUPS = ("ok", "denied", "rate_limited", "client_error", "qontak_error"
 _GROUP_OF: dict[str, str] = {
     ToolCall.Outcome.OK: "ok",
     ToolCall.Outcome.DENIED: "denied",
+    ToolCall.Outcome.PENDING_APPROVAL: "denied",  # held by policy until a person decides
     ToolCall.Outcome.RATE_LIMITED: "rate_limited",
     ToolCall.Outcome.INVALID_INPUT: "client_error",
     ToolCall.Outcome.UPSTREAM_ERROR: "qontak_error",
@@ -98,12 +99,16 @@ class ToolCount:
 
 @dataclass(frozen=True)
 class KeyUsage:
+    """An API key's calls, or a person's (`person` set, `prefix` empty) through a client."""
+
     prefix: str
     label: str
     read_only: bool
     revoked: bool
     calls: int
     last_call: datetime
+    person: str = ""
+    client: str = ""
 
 
 @dataclass(frozen=True)
@@ -280,11 +285,13 @@ def dashboard_activity(
             "api_key__label",
             "api_key__read_only",
             "api_key__revoked_at",
+            "person",
+            "oauth_client",
         )
         .annotate(count=Count("id"), last=Max("created_at"))
         .order_by("-count")
     )
-    for tenant_id, prefix, label, read_only, revoked_at, count, last in key_rows:
+    for tenant_id, prefix, label, read_only, revoked_at, person, client, count, last in key_rows:
         keys[tenant_id].append(
             KeyUsage(
                 prefix=prefix,
@@ -293,6 +300,8 @@ def dashboard_activity(
                 revoked=revoked_at is not None,
                 calls=count,
                 last_call=last,
+                person=person,
+                client=client,
             )
         )
 

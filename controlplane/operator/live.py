@@ -51,6 +51,8 @@ def tool_call_event(call: ToolCall, *, tenant_slug: str) -> dict[str, Any]:
         "created_at": call.created_at.isoformat(),
         "tenant": tenant_slug,
         "key_prefix": call.key_prefix,
+        "person": call.person,
+        "oauth_client": call.oauth_client,
         "tool": call.tool,
         "outcome": call.outcome,
         "upstream_status": call.upstream_status,

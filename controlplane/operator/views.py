@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.templatetags.static import static
 from django.urls import reverse
 
+from controlplane import approvals
 from controlplane.models import Tenant, ToolCall
 from controlplane.operator import charts
 from controlplane.operator.consumers import FEED_PERMISSION
@@ -69,6 +70,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "selected_tenant": slug,
         "tenant_slugs": list(Tenant.objects.order_by("slug").values_list("slug", flat=True)),
         "outcome_labels": charts.OUTCOME_LABELS,
+        "pending_approvals": list(
+            approvals.approvals_list(tenant_slug=slug or None, pending_only=True)[:20]
+        ),
     }
     return TemplateResponse(request, "admin/controlplane/dashboard.html", context)
 
@@ -88,6 +92,9 @@ def live_feed_view(request: HttpRequest) -> HttpResponse:
         "selected_tenant": slug,
         "tenant_slugs": list(Tenant.objects.order_by("slug").values_list("slug", flat=True)),
         "socket_path": "/" + LIVE_FEED_PATH,
+        "pending_approvals": list(
+            approvals.approvals_list(tenant_slug=slug or None, pending_only=True)[:20]
+        ),
     }
     return TemplateResponse(request, "admin/controlplane/live_feed.html", context)
 

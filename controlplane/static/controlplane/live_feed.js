@@ -19,6 +19,7 @@
   var GROUPS = {
     ok: "ok",
     denied: "denied",
+    pending_approval: "denied",
     rate_limited: "rate_limited",
     invalid_input: "client_error",
     upstream_error: "qontak_error",
@@ -65,9 +66,17 @@
     time.textContent = String(call.created_at).substring(11, 19);
     addCell(row, "").appendChild(time);
     addCell(row, call.tenant);
-    var key = document.createElement("code");
-    key.textContent = call.key_prefix;
-    addCell(row, "").appendChild(key);
+    if (call.person) {
+      var person = document.createElement("span");
+      person.className = "person";
+      person.title = call.oauth_client || "";
+      person.textContent = call.person;
+      addCell(row, "").appendChild(person);
+    } else {
+      var key = document.createElement("code");
+      key.textContent = call.key_prefix;
+      addCell(row, "").appendChild(key);
+    }
     addCell(row, call.tool, "tool");
     var badge = document.createElement("span");
     badge.className = "outcome outcome-" + outcomeGroup(call.outcome);
@@ -87,6 +96,56 @@
     }
   }
 
+  // A held call (status "pending") joins the approvals table; a decided one shows its status
+  // and loses its Decide button.
+  var approvals = document.getElementById("pending-approvals");
+  var approvalRows = document.getElementById("approval-rows");
+  var approvalsCount = document.getElementById("approvals-count");
+
+  function showApproval(approval) {
+    if (!approvals) {
+      return;
+    }
+    var row = approvalRows.querySelector('tr[data-approval="' + String(approval.id) + '"]');
+    if (!row) {
+      if (approval.status !== "pending") {
+        return;
+      }
+      var empty = approvalRows.querySelector(".approvals-empty");
+      if (empty) {
+        empty.remove();
+      }
+      row = document.createElement("tr");
+      row.dataset.approval = String(approval.id);
+      row.dataset.tenant = approval.tenant;
+      addCell(row, String(approval.id));
+      addCell(row, String(approval.created_at).substring(11, 19));
+      addCell(row, approval.tenant);
+      addCell(row, approval.tool);
+      addCell(row, approval.asked_by);
+      addCell(row, String(approval.expires_at).substring(11, 16));
+      addCell(row, approval.status, "approval-status");
+      var link = document.createElement("a");
+      link.className = "button";
+      link.href = approvals.dataset.decideUrl + encodeURIComponent(approval.id) + "/decide/";
+      link.textContent = "Decide";
+      addCell(row, "").appendChild(link);
+      approvalRows.insertBefore(row, approvalRows.firstChild);
+    } else {
+      row.querySelector(".approval-status").textContent =
+        approval.status + (approval.decided_by ? " by " + approval.decided_by : "");
+      if (approval.status !== "pending") {
+        var button = row.querySelector("a.button");
+        if (button) {
+          button.remove();
+        }
+      }
+    }
+    approvalsCount.textContent = String(
+      approvalRows.querySelectorAll("tr[data-approval] a.button").length
+    );
+  }
+
   function socketUrl() {
     var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     var query = tenantSelect.value ? "?tenant=" + encodeURIComponent(tenantSelect.value) : "";
@@ -104,6 +163,8 @@
       var message = JSON.parse(event.data);
       if (message.type === "tool_call") {
         addCall(message);
+      } else if (message.type === "approval") {
+        showApproval(message);
       }
     });
     socket.addEventListener("close", function () {
