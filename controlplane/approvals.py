@@ -151,12 +151,16 @@ def decide(*, approval_id: int, approve: bool, decided_by: str, reason: str = ""
 
 def status_for(*, approval_id: int, asker: Asker) -> Approval:
     """The asker's own approval; raises InvalidInput for anyone else's."""
-    approval = Approval.objects.select_related("tenant").filter(
-        pk=approval_id,
-        tenant_id=asker.tenant_id,
-        api_key_id=asker.api_key_id,
-        membership_id=asker.membership_id,
-    ).first()
+    approval = (
+        Approval.objects.select_related("tenant")
+        .filter(
+            pk=approval_id,
+            tenant_id=asker.tenant_id,
+            api_key_id=asker.api_key_id,
+            membership_id=asker.membership_id,
+        )
+        .first()
+    )
     if approval is None:
         raise InvalidInput(f"no approval #{approval_id} for this connection or API key")
     return approval
