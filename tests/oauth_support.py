@@ -1,25 +1,31 @@
 """Connecting the official MCP client with OAuth, as claude.ai or ChatGPT would: the SDK's
 OAuthClientProvider does discovery, registration, PKCE and token exchange; a `Person` (plain
-HTTP, or Chromium in the browser tests) signs in and answers the consent page.
+HTTP, or Chromium in the browser tests) signs in and answers the consent page. For the paths
+the SDK never takes, `RegisteredClient` makes the same requests by hand, and `list_tools` and
+`call_tool` send one JSON-RPC request with a token, so a test sees the status and challenge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import httpx2
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider, TokenStorage
-from mcp.shared.auth import AuthorizationCodeResult
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
+    AuthorizationCodeResult,
     OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthToken,
@@ -80,13 +86,15 @@ class Person:
     password: str
     allow: bool = True
     tenant_name: str | None = None  # which account to pick when they have several
+    membership: int | None = None  # sent whatever the page offers: a tampered form
     write: bool = True
     delete: bool = True
     consent_pages: list[str] = field(default_factory=list)
     redirects: list[str] = field(default_factory=list)
 
     def authorize(self, authorization_url: str) -> str:
-        """Sign in and answer; returns where the server sent the person back to."""
+        """Sign in and answer; returns where the server sent the person back to, or
+        "status:N" when it answered with a page instead (an error, or the form again)."""
         with _Browser(follow_redirects=False, timeout=30) as browser:
             page = browser.get(authorization_url)
             if page.status_code == 302 and "/accounts/login/" in page.headers["location"]:
@@ -110,6 +118,8 @@ class Person:
                     for value, name in re.findall(r'<option value="(\d+)"[^>]*>([^<]*)<', page.text)
                 )
                 fields["membership"] = options[self.tenant_name]
+            if self.membership is not None:
+                fields["membership"] = str(self.membership)
             if self.write:
                 fields["write"] = "on"
             if self.delete:
@@ -119,7 +129,9 @@ class Person:
             answer = browser.post(
                 authorization_url, data=fields, headers={"Referer": authorization_url}
             )
-            assert answer.status_code == 302, answer.text[:800]
+            if answer.status_code != 302:  # the form again, with what was wrong
+                self.consent_pages.append(answer.text)
+                return f"status:{answer.status_code}"
             location = answer.headers["location"]
             self.redirects.append(location)
             return location
@@ -187,3 +199,148 @@ async def with_oauth_client(
         Client(streamable_http_client(mcp_url, http_client=http), mode=ERAS[era]) as client,
     ):
         return await action(client)
+
+
+# The same flow without the SDK, for the paths the SDK never takes (a wrong verifier, a redirect
+# URI nobody registered, a reused refresh token): plain requests to the endpoints.
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE code verifier and its S256 challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass
+class RegisteredClient:
+    """A public client of the control plane at `origin`: registered by DCR, or named by the URL
+    of its metadata document (CIMD)."""
+
+    origin: str
+    client_id: str
+    redirect_uri: str = REDIRECT_URI
+
+    @property
+    def resource(self) -> str:
+        return self.origin + "/mcp"
+
+    def authorization_url(
+        self, *, challenge: str, scope: str, state: str = "s-1", **extra: str | None
+    ) -> str:
+        """The URL an assistant sends a person to; `extra` adds or replaces parameters, and
+        drops those given as None."""
+        params: dict[str, str | None] = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": scope,
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "resource": self.resource,
+            **extra,
+        }
+        query = urlencode({name: value for name, value in params.items() if value is not None})
+        return f"{self.origin}/oauth/authorize/?{query}"
+
+    def token_request(self, **data: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.origin}/oauth/token/",
+            data={"client_id": self.client_id, "resource": self.resource, **data},
+            timeout=30,
+        )
+
+    def exchange(self, code: str, verifier: str) -> httpx.Response:
+        return self.token_request(
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=verifier,
+            redirect_uri=self.redirect_uri,
+        )
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        return self.token_request(grant_type="refresh_token", refresh_token=refresh_token)
+
+    def connect(self, person: Person, scope: str = "crm.read crm.write") -> Tokens:
+        """A person consents and the code is exchanged; fails the test otherwise."""
+        verifier, challenge = pkce_pair()
+        location = person.authorize(self.authorization_url(challenge=challenge, scope=scope))
+        assert location.startswith(self.redirect_uri), location
+        answer = self.exchange(code_result(location).code, verifier)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        return Tokens(
+            access=body["access_token"], refresh=body["refresh_token"], scope=body["scope"]
+        )
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access: str
+    refresh: str
+    scope: str
+
+
+def register_client(
+    origin: str, *, redirect_uri: str = REDIRECT_URI, name: str = "Direct Client"
+) -> httpx.Response:
+    """RFC 7591 registration of a public client."""
+    return httpx.post(
+        f"{origin}/oauth/register/",
+        json={
+            "client_name": name,
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=30,
+    )
+
+
+def registered_client(origin: str, *, name: str = "Direct Client") -> RegisteredClient:
+    answer = register_client(origin, name=name)
+    assert answer.status_code == 201, answer.text
+    return RegisteredClient(origin=origin, client_id=answer.json()["client_id"])
+
+
+def mcp_post(mcp_url: str, token: str, body: dict[str, Any]) -> httpx.Response:
+    """One JSON-RPC request to /mcp with a bearer token, on a connection of its own."""
+    return httpx.post(
+        mcp_url,
+        content=json.dumps(body),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2025-11-25",
+        },
+        timeout=30,
+    )
+
+
+def list_tools(mcp_url: str, token: str) -> httpx.Response:
+    return mcp_post(mcp_url, token, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+
+
+def tool_names(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {tool["name"] for tool in response.json()["result"]["tools"]}
+
+
+def call_tool(mcp_url: str, token: str, tool: str, arguments: dict[str, Any]) -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    return mcp_post(mcp_url, token, body)
+
+
+def challenge_params(response: httpx.Response) -> dict[str, str]:
+    """The auth-params of a Bearer WWW-Authenticate header (RFC 9110 quoted strings)."""
+    header = response.headers["www-authenticate"]
+    assert header.startswith("Bearer "), header
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))

@@ -17,6 +17,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 from oauth2_provider.forms import AllowForm
+from oauth2_provider.models import get_application_model
 from oauth2_provider.views import AuthorizationView
 from oauth2_provider.views.dynamic_client_registration import DynamicClientRegistrationView
 from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
@@ -121,8 +122,17 @@ class ConsentView(AuthorizationView):
         return response
 
     def form_invalid(self, form: ConsentForm) -> HttpResponse:
-        response: HttpResponse = super().form_invalid(form)
-        return _allow_redirect_to(response, str(form.data.get("redirect_uri", "")))
+        """The page again, saying what to fix: the client, its host and the scopes come from
+        the posted form, as get() took them from the authorization request."""
+        redirect_uri = str(form.data.get("redirect_uri", ""))
+        application = (
+            get_application_model().objects.filter(client_id=form.data.get("client_id", "")).first()
+        )
+        scopes = [s for s in str(form.data.get("scope", "")).split() if s in people.SCOPE_WORDS]
+        context = self.get_context_data(
+            form=form, application=application, scopes=scopes, redirect_uri=redirect_uri
+        )
+        return _allow_redirect_to(self.render_to_response(context), redirect_uri)
 
     def create_authorization_response(
         self, request: HttpRequest, scopes: str, credentials: dict[str, Any], allow: bool
