@@ -13,14 +13,17 @@ import hashlib
 import json
 import re
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import httpx2
+from django.utils import timezone
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
@@ -30,7 +33,10 @@ from mcp.shared.auth import (
     OAuthClientMetadata,
     OAuthToken,
 )
+from oauth2_provider.models import AccessToken, Application, RefreshToken
 
+from controlplane import people
+from controlplane.models import OAuthConnection
 from tests.calls import ERAS
 
 REDIRECT_URI = "http://127.0.0.1:8765/callback"
@@ -344,3 +350,41 @@ def challenge_params(response: httpx.Response) -> dict[str, str]:
     header = response.headers["www-authenticate"]
     assert header.startswith("Bearer "), header
     return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+def person_token(demo: Any, mcp_url: str, scope: str, qontak_user: str = "") -> str:
+    """A member of `demo` and an access token of theirs, as a consent leaves them (without
+    the browser round trip, for tests about what calls do rather than how they connect)."""
+    membership, _ = people.member_add(
+        tenant=demo.tenant,
+        username=f"p-{uuid.uuid4().hex[:6]}",
+        password="a-long-pass-phrase",
+        qontak_user=qontak_user,
+    )
+    application = Application.objects.create(
+        name="Approving Assistant",
+        client_type=Application.CLIENT_PUBLIC,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris="http://127.0.0.1/callback",
+    )
+    token = f"qmcpat_{uuid.uuid4().hex}"
+    access = AccessToken.objects.create(
+        user=membership.user,
+        application=application,
+        token=token,
+        scope=scope,
+        resource=[mcp_url],
+        expires=timezone.now() + timedelta(hours=1),
+    )
+    family = uuid.uuid4()
+    RefreshToken.objects.create(
+        user=membership.user,
+        application=application,
+        token=f"qmcprt_{uuid.uuid4().hex}",
+        access_token=access,
+        token_family=family,
+    )
+    OAuthConnection.objects.create(
+        membership=membership, application=application, token_family=family, scope=scope
+    )
+    return token

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,11 +19,10 @@ from django.urls import reverse
 from django.utils import timezone
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from oauth2_provider.models import AccessToken, Application, RefreshToken
 
-from controlplane import people
-from controlplane.models import Approval, OAuthConnection
+from controlplane.models import Approval
 from tests.calls import ERAS, audited_calls, mcp_client
+from tests.oauth_support import person_token
 from tests.servers import simulator_requests, start_control_plane
 
 pytestmark = pytest.mark.timeout(180)
@@ -185,40 +183,6 @@ def test_two_operators_and_two_workers_at_once_send_exactly_one_call(
         server.process.stop()
 
 
-def _person_token(demo: Any, mcp_url: str, scope: str) -> str:
-    """A member of `demo` and an access token of theirs, as a consent leaves them."""
-    membership, _ = people.member_add(
-        tenant=demo.tenant, username=f"p-{uuid.uuid4().hex[:6]}", password="a-long-pass-phrase"
-    )
-    application = Application.objects.create(
-        name="Approving Assistant",
-        client_type=Application.CLIENT_PUBLIC,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        redirect_uris="http://127.0.0.1/callback",
-    )
-    token = f"qmcpat_{uuid.uuid4().hex}"
-    access = AccessToken.objects.create(
-        user=membership.user,
-        application=application,
-        token=token,
-        scope=scope,
-        resource=[mcp_url],
-        expires=timezone.now() + timedelta(hours=1),
-    )
-    family = uuid.uuid4()
-    RefreshToken.objects.create(
-        user=membership.user,
-        application=application,
-        token=f"qmcprt_{uuid.uuid4().hex}",
-        access_token=access,
-        token_family=family,
-    )
-    OAuthConnection.objects.create(
-        membership=membership, application=application, token_family=family, scope=scope
-    )
-    return token
-
-
 def _call_as_person(url: str, token: str, answer: types.ElicitResult | None) -> tuple[Any, list]:
     asked: list[types.ElicitRequestParams] = []
 
@@ -247,7 +211,7 @@ def test_the_person_approves_in_their_own_client(
 ) -> None:
     demo = make_tenant("elicit")
     call_command("set_tool_access", demo.tenant.slug, "delete_contact", "approve")
-    token = _person_token(demo, control_plane.mcp_url, "crm.read crm.write crm.delete")
+    token = person_token(demo, control_plane.mcp_url, "crm.read crm.write crm.delete")
     answer = (
         types.ElicitResult(action="accept", content={"approve": True})
         if accept
@@ -281,7 +245,7 @@ def test_a_client_that_cannot_ask_goes_to_the_operator_queue(
     demo = make_tenant("noelicit")
     demo.tenant.destructive_needs_approval = True
     demo.tenant.save()
-    token = _person_token(demo, control_plane.mcp_url, "crm.read crm.write crm.delete")
+    token = person_token(demo, control_plane.mcp_url, "crm.read crm.write crm.delete")
     result, asked = _call_as_person(control_plane.mcp_url, token, None)
     assert asked == [] and result.is_error and "An operator of this tenant decides" in _text(result)
     assert Approval.objects.get(tenant=demo.tenant).status == "pending"

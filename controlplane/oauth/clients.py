@@ -97,6 +97,11 @@ class ClientMetadataFetcher(SafeMetadataFetcher):
             raise CIMDError(f"could not fetch client_id document: {exc}") from exc
         if response.status_code != 200:
             raise CIMDError(f"client_id document returned HTTP {response.status_code}")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json" and not (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            raise CIMDError(f"client_id document is not JSON (Content-Type: {media_type!r})")
         if len(response.content) > limit:
             raise CIMDError("client_id document exceeds the maximum allowed size")
         try:
