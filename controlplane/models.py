@@ -71,6 +71,7 @@ class Tenant(models.Model):
     )
     destructive_needs_approval = models.BooleanField(
         default=False,
+        verbose_name="hold destructive tools for approval",
         help_text="Hold every tool annotated destructive (deletes) until a person approves it, "
         "unless a tool rule says otherwise.",
     )

@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='tenant',
             name='destructive_needs_approval',
-            field=models.BooleanField(default=False, help_text='Hold every tool annotated destructive (deletes) until a person approves it, unless a tool rule says otherwise.'),
+            field=models.BooleanField(default=False, verbose_name='hold destructive tools for approval', help_text='Hold every tool annotated destructive (deletes) until a person approves it, unless a tool rule says otherwise.'),
         ),
         migrations.AddField(
             model_name='toolpolicy',
