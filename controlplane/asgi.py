@@ -26,7 +26,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from controlplane import vault  # noqa: E402
+from controlplane import tracing, vault  # noqa: E402
 from controlplane.oauth.resource import MCP_PATH  # noqa: E402
 from controlplane.operator.routing import websocket_urlpatterns  # noqa: E402
 from mcpserver.server import lifespan, mcp_endpoint  # noqa: E402
@@ -47,6 +47,8 @@ async def _serve_lifespan(receive: Receive, send: Send) -> None:
             gc.collect()
             gc.freeze()
             try:
+                # First in, last out: the spans of the last audit writes are exported too.
+                await stack.enter_async_context(tracing.exporting())
                 await stack.enter_async_context(vault.keeping_token_alive())
                 await stack.enter_async_context(lifespan())
             except Exception as exc:

@@ -353,3 +353,9 @@ OAUTH2_PROVIDER = {
 }
 if PUBLIC_URL:
     OAUTH2_PROVIDER["OIDC_ISS_ENDPOINT"] = PUBLIC_URL  # the issuer, and its endpoints' origin
+
+# OpenTelemetry traces of tool calls (README, Tracing), off by default. The SDK reads the rest
+# of the standard OTEL_* variables itself (OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS, _TIMEOUT,
+# OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER...); controlplane.tracing picks the exporter.
+TRACING_ENABLED = env.bool("TRACING_ENABLED", default=False)
+OTEL_TRACES_EXPORTER = env.str("OTEL_TRACES_EXPORTER", default="otlp")

@@ -5,6 +5,7 @@
 
 Each step either hands on or raises a domain exception; `run_tool_call` translates the
 exception into an `isError` tool result in one place and always queues the audit row.
+When tracing is on, the call is a span and each step a child of it (controlplane.tracing).
 A warm call does no blocking work: each service answers from this worker's copies, the rate
 limits are one Redis round trip on the event loop, and the audit row is written after the
 answer. A service that misses its copy crosses to a thread itself.
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from controlplane import approvals, audit, metrics, people, policies, ratelimit
+from controlplane import approvals, audit, metrics, people, policies, ratelimit, tracing
 from controlplane.errors import (
     ApplicationError,
     CountersUnavailable,
@@ -183,21 +184,22 @@ async def _admit(
     policy: policies.TenantPolicy, caller: Caller, tool: str, *, reaches_qontak: bool
 ) -> None:
     """Rate limits, then the first request of the Qontak ceiling: one round trip for both."""
-    hit = await ratelimit.admit_call(
-        policy=policy,
-        tenant_slug=caller.tenant.slug,
-        caller_subject=caller.rate_subject,
-        tool=tool,
-        reaches_qontak=reaches_qontak,
-    )
-    if hit is not None:
-        metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope or hit.rule.scope).inc()
-        logger.info(
-            "rate_limited: %s",
-            hit.message,
-            extra={"event": "rate_limited", **caller.log_context(tool=tool)},
+    with tracing.step(tracing.RATE_LIMIT):
+        hit = await ratelimit.admit_call(
+            policy=policy,
+            tenant_slug=caller.tenant.slug,
+            caller_subject=caller.rate_subject,
+            tool=tool,
+            reaches_qontak=reaches_qontak,
         )
-        raise RateLimited(hit.message, retry_after=hit.retry_after)
+        if hit is not None:
+            metrics.RATE_LIMIT_REJECTIONS.labels(limit=hit.scope or hit.rule.scope).inc()
+            logger.info(
+                "rate_limited: %s",
+                hit.message,
+                extra={"event": "rate_limited", **caller.log_context(tool=tool)},
+            )
+            raise RateLimited(hit.message, retry_after=hit.retry_after)
 
 
 def _completed(endpoint: Endpoint, data: BaseModel, response: QontakResponse) -> Completed:
@@ -308,9 +310,12 @@ async def _gate(
 ) -> tuple[Completed | None, int]:
     """A call held for approval: None (and the approval) when it may run now, else what to
     answer, which is a question for the person when their client can ask them."""
-    if answer is not None:
-        await sync_to_async(_person_decides)(caller, answer, tool)
-    gate = await sync_to_async(approvals.gate)(asker=_asker(caller), tool=tool, arguments=arguments)
+    with tracing.step(tracing.APPROVAL):
+        if answer is not None:
+            await sync_to_async(_person_decides)(caller, answer, tool)
+        gate = await sync_to_async(approvals.gate)(
+            asker=_asker(caller), tool=tool, arguments=arguments
+        )
     approval = gate.approval
     if gate.run:
         return None, approval.pk
@@ -356,15 +361,20 @@ async def _enforce_and_call(
     """Every call is counted against the rate limits before its refusal, if any, is answered:
     unknown tools, denied tools and invalid arguments cost the caller as much as a call. A
     call held for approval reaches Qontak only once a person approved it."""
-    policy = await _policy(caller)
-    if tool == APPROVAL_STATUS_TOOL.name:
-        return await _approval_status(policy, caller, arguments)
     try:
-        endpoint, data, effect = _screened(policy, caller, tool, arguments)
+        with tracing.step(tracing.POLICY):
+            policy = await _policy(caller)
+            if tool == APPROVAL_STATUS_TOOL.name:
+                screened = None
+            else:
+                screened = _screened(policy, caller, tool, arguments)
     except (InvalidInput, ToolDenied):
         counted_as = tool if tool in ENDPOINTS_BY_NAME else ""
         await _admit(policy, caller, counted_as, reaches_qontak=False)
         raise
+    if screened is None:
+        return await _approval_status(policy, caller, arguments)
+    endpoint, data, effect = screened
     if effect != ToolPolicy.Effect.APPROVE:
         await _admit(policy, caller, tool, reaches_qontak=True)
         response = await qontak_call.send(caller, policy, endpoint, data, deadline)
@@ -373,9 +383,10 @@ async def _enforce_and_call(
     held, approval_id = await _gate(caller, tool, arguments, can_ask=can_ask, answer=answer)
     if held is not None:
         return held
-    hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
-    if hit is not None:
-        raise RateLimited(hit.message, retry_after=hit.retry_after)
+    with tracing.step(tracing.RATE_LIMIT):
+        hit = await ratelimit.admit_qontak_retry(policy=policy, tenant_slug=caller.tenant.slug)
+        if hit is not None:
+            raise RateLimited(hit.message, retry_after=hit.retry_after)
     response = await qontak_call.send(caller, policy, endpoint, data, deadline)
     return replace(_completed(endpoint, data, response), approval_id=approval_id)
 
@@ -387,37 +398,50 @@ async def run_tool_call(
     *,
     can_ask: bool = False,
     answer: PersonAnswer | None = None,
+    origin: tracing.Origin | None = None,
 ) -> ToolCallDone:
     """Run one tools/call through the chain and queue its audit row, whatever happens.
     `can_ask`: the person's client can be asked to approve a held call (see mcpserver.server);
-    `answer`: what they answered."""
+    `answer`: what they answered; `origin`: the trace the call belongs to, when traced."""
     started = time.perf_counter()
     arguments = arguments or {}
-    try:
-        deadline = asyncio.get_running_loop().time() + settings.TOOL_CALL_DEADLINE
-        completed = await _enforce_and_call(
-            caller, tool, arguments, deadline, can_ask=can_ask, answer=answer
-        )
-    except ApplicationError as exc:
-        outcome = next(
-            (o for kind, o in OUTCOME_BY_ERROR if isinstance(exc, kind)),
-            ToolCall.Outcome.INTERNAL_ERROR,
-        )
-        status = exc.status if isinstance(exc, UpstreamError) else None
-        completed = Completed(_error_result(exc.message), outcome, status)
-    except Exception:
-        logger.exception(
-            "tool call failed unexpectedly",
-            extra={"event": "tool_call_failed", **caller.log_context(tool=tool)},
-        )
-        completed = Completed(
-            _error_result(f"internal error while running {tool}; reference {caller.request_id}"),
-            ToolCall.Outcome.INTERNAL_ERROR,
+    known = tool in ENDPOINTS_BY_NAME or tool == APPROVAL_STATUS_TOOL.name
+    with tracing.tool_call(
+        tenant=caller.tenant.slug,
+        tool=tool if known else UNKNOWN_TOOL_LABEL,  # invented names would each name a span
+        request_id=caller.request_id,
+        origin=origin,
+    ) as span:
+        try:
+            deadline = asyncio.get_running_loop().time() + settings.TOOL_CALL_DEADLINE
+            completed = await _enforce_and_call(
+                caller, tool, arguments, deadline, can_ask=can_ask, answer=answer
+            )
+        except ApplicationError as exc:
+            outcome = next(
+                (o for kind, o in OUTCOME_BY_ERROR if isinstance(exc, kind)),
+                ToolCall.Outcome.INTERNAL_ERROR,
+            )
+            status = exc.status if isinstance(exc, UpstreamError) else None
+            completed = Completed(_error_result(exc.message), outcome, status)
+        except Exception:
+            logger.exception(
+                "tool call failed unexpectedly",
+                extra={"event": "tool_call_failed", **caller.log_context(tool=tool)},
+            )
+            completed = Completed(
+                _error_result(
+                    f"internal error while running {tool}; reference {caller.request_id}"
+                ),
+                ToolCall.Outcome.INTERNAL_ERROR,
+            )
+        audit_row_written = _audited(caller, tool, arguments, completed, started)
+        tracing.step_until_done(tracing.AUDIT_WRITE, audit_row_written)
+        tracing.tool_call_outcome(
+            span, outcome=completed.outcome, is_error=completed.result.is_error
         )
     return ToolCallDone(
-        result=completed.result,
-        audit_row_written=_audited(caller, tool, arguments, completed, started),
-        ask=completed.ask,
+        result=completed.result, audit_row_written=audit_row_written, ask=completed.ask
     )
 
 

@@ -16,7 +16,7 @@ import asyncio
 from django.conf import settings
 from pydantic import BaseModel
 
-from controlplane import backoff, gateway_credentials, policies, ratelimit, tokens
+from controlplane import backoff, gateway_credentials, policies, ratelimit, tokens, tracing
 from controlplane.errors import CredentialMissing, RateLimited, UpstreamError
 from controlplane.models import Tenant
 from controlplane.tenants import tenant_qontak_base_url
@@ -90,6 +90,7 @@ async def send(
             authenticate=authenticate,
             method=endpoint.method,
             path=gateway_path(path) if gateway else path,
+            route=gateway_path(endpoint.path) if gateway else endpoint.path,
             deadline=deadline,
             params=params,
             json_body=body,
@@ -106,16 +107,19 @@ async def send(
     try:
         async with asyncio.timeout_at(deadline):
             if gateway:
-                credential = await gateway_credentials.hmac_credential(
-                    tenant=tenant, version=caller.config_version
-                )
+                with tracing.step(tracing.TOKEN):
+                    credential = await gateway_credentials.hmac_credential(
+                        tenant=tenant, version=caller.config_version
+                    )
                 response = await attempt(_signed(credential, caller.qontak_user))
             else:
-                token = await tokens.access_token(tenant=tenant)
+                with tracing.step(tracing.TOKEN):
+                    token = await tokens.access_token(tenant=tenant)
                 response = await attempt(_bearer(token))
                 if response.status == 401:
                     await count_retry()
-                    fresh = await tokens.access_token(tenant=tenant, stale_token=token)
+                    with tracing.step(tracing.TOKEN):
+                        fresh = await tokens.access_token(tenant=tenant, stale_token=token)
                     response = await attempt(_bearer(fresh))
     except (DeadlineExceeded, TimeoutError):
         await backoff.attempt_failed(tenant_slug=slug, status=None, retry_after=None)

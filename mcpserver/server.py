@@ -30,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
-from controlplane import config_version, people
+from controlplane import config_version, people, tracing
 from controlplane.errors import ApplicationError
 from controlplane.models import Approval
 from controlplane.oauth.resource import mcp_resource, origin_of, resource_metadata_url
@@ -48,6 +48,7 @@ SERVER_NAME = "qontak-mcp-controlplane"
 CALLER_STATE_KEY = "qontak_caller"
 APPROVAL_INPUT = "approval"  # our key in a 2026-07-28 input request and its response
 AUDIT_STATE_KEY = "qontak_audit"
+ARRIVAL_STATE_KEY = "qontak_arrival"  # (received, authenticated), while tracing is on
 # Why a request is refused with 401, keyed by "no credential was sent at all".
 AUTH_FAILURES = {
     True: (
@@ -163,6 +164,19 @@ def _approval_question(approval: Approval, caller: pipeline.Caller) -> types.Inp
     )
 
 
+def _trace_origin(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, state: dict[str, Any]
+) -> tracing.Origin | None:
+    """Where the call's trace comes from: the request's `_meta`, else its `traceparent`
+    header; None while tracing is off."""
+    arrival = state.get(ARRIVAL_STATE_KEY)
+    if arrival is None or ctx.request is None:
+        return None
+    received, authenticated = arrival
+    parent = tracing.parent_context(params.meta, ctx.request.headers)
+    return tracing.Origin(parent=parent, received=received, authenticated=authenticated)
+
+
 async def call_tool(
     ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult | types.InputRequiredResult:
@@ -174,6 +188,7 @@ async def call_tool(
         params.arguments,
         can_ask=_can_ask_person(ctx, caller),
         answer=_person_answer(params),
+        origin=_trace_origin(ctx, params, state),
     )
     request_audit: RequestAudit = state[AUDIT_STATE_KEY]
     request_audit.add(done.audit_row_written)
@@ -455,6 +470,7 @@ async def _refuse_out_of_scope(
 async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI app for exactly /mcp: check Host and Origin, authenticate the API key or OAuth
     token (and the token's scopes), then hand over to the SDK."""
+    received = tracing.now()
     request_id = _request_id_from(scope)
     refusal = _misdirected(scope)
     if refusal is not None:
@@ -514,6 +530,7 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         )
         await _reject_unauthenticated(send, origin, exc.message, credentials_sent=True)
         return
+    authenticated = tracing.now()
     if caller is None:
         reason, advice = AUTH_FAILURES[token is None]
         logger.info(
@@ -529,6 +546,8 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             return
     request_audit = RequestAudit()
     scope.setdefault("state", {}).update({CALLER_STATE_KEY: caller, AUDIT_STATE_KEY: request_audit})
+    if received:
+        scope["state"][ARRIVAL_STATE_KEY] = (received, authenticated)
     await session_manager.handle_request(scope, receive, send)
     # The answer is out; the request ends once its audit rows are committed.
     await request_audit.written()

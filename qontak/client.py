@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from controlplane import tracing
+
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -111,6 +113,7 @@ async def qontak_request(
     authenticate: Authenticator,
     method: str,
     path: str,
+    route: str,
     deadline: float,
     params: dict[str, Any] | None = None,
     json_body: Any = None,
@@ -120,7 +123,9 @@ async def qontak_request(
     """Send one API request; returns whatever status Qontak answered (errors included).
 
     `authenticate` gives each attempt its credentials (a bearer token, or Mekari's HMAC
-    signature over the exact request line and body). `deadline` is in the running loop's
+    signature over the exact request line and body). `route` is the path's template
+    (`/api/v3.1/contacts/{id}`), which traces show instead of the path, whose parameters are
+    the caller's arguments. `deadline` is in the running loop's
     clock (`loop.time()`); DeadlineExceeded is raised when it passes first. `before_retry`
     sees each failed attempt before it is retried and may raise to stop (quota ceilings, a
     tenant-wide backoff). `log_context` (tenant, request id) goes into the retry log lines.
@@ -138,7 +143,15 @@ async def qontak_request(
         failure: FailedAttempt | None = None
         try:
             response = await _send_once(
-                method, url, params, body, authenticate, min(settings.QONTAK_TIMEOUT, remaining)
+                method,
+                url,
+                params,
+                body,
+                authenticate,
+                min(settings.QONTAK_TIMEOUT, remaining),
+                base_url=base_url,
+                route=route,
+                attempt=attempt,
             )
         except httpx.HTTPError as exc:
             if loop.time() >= deadline:
@@ -176,6 +189,10 @@ async def _send_once(
     body: bytes | None,
     authenticate: Authenticator,
     seconds: float,
+    *,
+    base_url: str,
+    route: str,
+    attempt: int,
 ) -> httpx.Response:
     client = _http()
     request = client.build_request(
@@ -187,7 +204,11 @@ async def _send_once(
         timeout=seconds,
     )
     request.headers.update(authenticate(method, request.url.raw_path.decode("ascii"), body))
-    return await client.send(request)
+    traced = tracing.http_request(request, base_url=base_url, route=route, resend_count=attempt)
+    with traced as span:
+        response = await client.send(request)
+        tracing.http_response(span, response.status_code)
+    return response
 
 
 def _answer(response: httpx.Response, retry_after: float | None) -> QontakResponse:

@@ -216,6 +216,7 @@ async def serve(request: Request) -> Response:
             body=body,
             status=status,
             sso_user=request.headers.get(SSO_HEADER),
+            traceparent=request.headers.get("traceparent"),
         )
     )
     if status == 0:

@@ -64,7 +64,8 @@ class AccessToken:
 class RecordedRequest:
     """One call to ``/oauth/token``, ``/api/...`` or ``/qontak/crm/...``, as the simulator saw
     and answered it. ``route`` is the legacy template in both forms; ``sso_user`` is the
-    ``X-Crm-User-Sso-Id`` header (the CRM user the call acts as), if sent."""
+    ``X-Crm-User-Sso-Id`` header (the CRM user the call acts as), if sent; ``traceparent``
+    the W3C trace context header, if sent (left out of the JSON when not)."""
 
     account: str | None
     method: str
@@ -74,9 +75,13 @@ class RecordedRequest:
     body: Any
     status: int
     sso_user: str | None = None
+    traceparent: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        recorded = asdict(self)
+        if self.traceparent is None:
+            del recorded["traceparent"]
+        return recorded
 
 
 @dataclass
