@@ -345,9 +345,18 @@ class Bench:
             calls = 2000
             summary = self.driver.counted(request, 4, calls)
             after = counter.snapshot()
+            # The same with a person's OAuth token: warm, it is checked without the database.
+            oauth = self.tool_request(server, "oauth")
+            self.driver.counted(oauth, 4, 500)
+            oauth_before = counter.snapshot()
+            self.driver.counted(oauth, 4, calls)
+            oauth_after = counter.snapshot()
         finally:
             self.stop(server)
             counter.stop()
+        self.facts["db_round_trips_per_oauth_call"] = (
+            oauth_after.round_trips - oauth_before.round_trips
+        ) / calls
         self.facts["db_wire_counting_calls"] = summary["requests"]
         self.facts["db_round_trips_per_call"] = (after.round_trips - before.round_trips) / calls
         self.facts["db_connections_per_call"] = (after.connections - before.connections) / calls

@@ -69,6 +69,15 @@ def verdicts(rows: list[Row], facts: dict[str, Any]) -> list[tuple[str, str, boo
     checks.append(
         ("DB round trips per call <= 3", _cell(trips), None if trips is None else trips <= 3)
     )
+    oauth_trips = facts.get("db_round_trips_per_oauth_call")
+    if trips is not None and oauth_trips is not None:
+        checks.append(
+            (
+                "OAuth token: no DB read per warm call (round trips <= the key's + 0.02)",
+                f"{oauth_trips:.2f} vs {trips:.2f}",
+                oauth_trips <= trips + 0.02,
+            )
+        )
     if one16 and c16:
         scale = c16.calls_per_s / one16.calls_per_s
         detail = f"{scale:.2f}x (p99 {one16.p99_ms:.1f} -> {c16.p99_ms:.1f} ms)"
@@ -124,6 +133,10 @@ def render(rows: list[Row], facts: dict[str, Any], meta: dict[str, Any]) -> str:
     )
     lines.append(
         f"| DB round trips per call (wire) | {_cell(facts.get('db_round_trips_per_call'))} |"
+    )
+    lines.append(
+        "| DB round trips per call with an OAuth token (wire) | "
+        f"{_cell(facts.get('db_round_trips_per_oauth_call'))} |"
     )
     lines.append(
         f"| DB connections opened per call | {_cell(facts.get('db_connections_per_call'))} |"
