@@ -215,6 +215,8 @@ class Stack:
                 "DEBUG": "false",
                 # Counted on every call like any limit, but never reached during the bench.
                 "QONTAK_REQUEST_CEILING": "1000000/m",
+                # The bench registers an OAuth client per server it starts.
+                "OAUTH_REGISTRATION_RATE": "100000/h",
                 "SECRET_KEY": self.secret_key,
                 "API_KEY_PEPPER": self.api_key_pepper,
             }
