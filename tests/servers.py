@@ -69,8 +69,10 @@ def start_control_plane(
         "QONTAK_ALLOWED_HOSTS": ",".join(settings.QONTAK_ALLOWED_HOSTS),
         "LOG_LEVEL": "DEBUG",
         "AUDIT_SPOOL_DIR": str(log_dir / f"audit-spool-{port}"),
-        # Every test reaches it from 127.0.0.1: the session's unknown keys add up.
+        # Every test reaches it from 127.0.0.1: the session's unknown keys add up, and so do
+        # client registrations, counted in the shared cache across runs of the hour.
         "AUTH_FAILURES_PER_ADDRESS": "1000",
+        "OAUTH_REGISTRATION_RATE": "100000/h",
         **settings_env,
     }
     name = f"controlplane-{port}"
@@ -177,3 +179,120 @@ class PrivateRedis:
 
     def publish_change(self) -> None:
         redis.Redis.from_url(self.url).publish("changes", b"")
+
+
+@dataclass
+class LoadBalancer:
+    """HAProxy in front of several control-plane hosts (round robin, readiness checks on
+    /readyz); each answer names the host that served it in `X-Served-By`."""
+
+    url: str
+    stats_url: str
+    process: ManagedProcess
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.url}/mcp"
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        """HAProxy's statistics row of each host, by name (`status` is UP or DOWN, `hrsp_2xx`
+        and `hrsp_4xx` count the answers it gave through the balancer)."""
+        response = httpx.get(f"{self.stats_url};csv", timeout=5)
+        response.raise_for_status()
+        header, *rows = response.text.lstrip("# ").splitlines()
+        names = header.split(",")
+        parsed = [dict(zip(names, row.split(","), strict=False)) for row in rows]
+        return {
+            row["svname"]: row
+            for row in parsed
+            if row.get("pxname") == "hosts" and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def answers(self) -> dict[str, int]:
+        """How many HTTP answers each host has given through the balancer so far."""
+        return {
+            name: sum(int(row[f"hrsp_{kind}"] or 0) for kind in ("1xx", "2xx", "3xx", "4xx", "5xx"))
+            for name, row in self.servers().items()
+        }
+
+    def wait_for_status(self, host: str, status: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while (current := self.servers()[host]["status"]) != status:
+            assert time.monotonic() < deadline, f"HAProxy kept {host} {current}, not {status}"
+            time.sleep(0.1)
+
+
+def start_haproxy(log_dir: Path, hosts: dict[str, str]) -> LoadBalancer:
+    """Debian's HAProxy (installed with apt-get when missing) on a free loopback port, balancing
+    round robin over `hosts` (name -> http://host:port). A host leaves the rotation after two
+    failed /readyz checks and returns after two good ones; websockets pass through. When no
+    host is ready, every host gets requests anyway: the control plane serves through a database
+    or Vault outage, so turning everyone away would be worse."""
+    from devtools.debian import ensure_command
+
+    binary = ensure_command("haproxy", "haproxy")
+    port, stats_port = free_port(), free_port()
+    name = f"haproxy-{port}"
+    servers = "\n".join(
+        f"    server {host} {url.removeprefix('http://')} check" for host, url in hosts.items()
+    )
+    unchecked = "\n".join(
+        f"    server {host} {url.removeprefix('http://')}" for host, url in hosts.items()
+    )
+    config = log_dir / f"{name}.cfg"
+    config.write_text(
+        f"""\
+global
+    maxconn 512
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    # /readyz answers within 2 s however stuck a dependency is.
+    timeout check 3s
+
+frontend mcp
+    bind 127.0.0.1:{port}
+    use_backend hosts if {{ nbsrv(hosts) gt 0 }}
+    default_backend every_host
+
+backend hosts
+    balance roundrobin
+    # Round robin over client connections, not requests: a connection's requests stick to
+    # the host of its first (each official-client call opens one and sends two or more), so
+    # successive calls alternate between the hosts.
+    stick-table type integer size 100k expire 1m
+    stick on src_port
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host 127.0.0.1
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 2
+    http-response set-header X-Served-By %s
+{servers}
+
+backend every_host
+    balance roundrobin
+    http-response set-header X-Served-By %s
+{unchecked}
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
+"""
+    )
+    process = subprocess.Popen(
+        [binary, "-db", "-f", str(config)],
+        stdout=(log_dir / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    managed = ManagedProcess(name, f"http://127.0.0.1:{port}", process, log_dir / f"{name}.log")
+    balancer = LoadBalancer(managed.url, f"http://127.0.0.1:{stats_port}/stats", managed)
+    wait_until_ready(managed, f"{balancer.stats_url};csv")
+    for host in hosts:
+        balancer.wait_for_status(host, "UP")
+    return balancer
