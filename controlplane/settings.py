@@ -8,6 +8,7 @@ that several workers need. The README's configuration table documents each varia
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -98,6 +99,19 @@ DATABASES = {
 # executor thread per worker, so this is one connection per worker, not one per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A pooler in transaction mode (PgBouncer's pool_mode = transaction, and the pooled endpoints
+# of managed PostgreSQL services) may hand each transaction to a different server connection,
+# so nothing may outlive a transaction on the server: Django's server-side cursors (WITH HOLD,
+# used by QuerySet.iterator()) would be looked for on the wrong connection. Prepared statements
+# would too; Django with psycopg 3 sends none unless OPTIONS enables server_side_binding or
+# prepare_threshold, which must then stay off.
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+if DATABASE_POOLER not in ("", "transaction"):
+    raise ImproperlyConfigured(
+        f"DATABASE_POOLER must be empty or 'transaction', not {DATABASE_POOLER!r}."
+    )
+if DATABASE_POOLER == "transaction":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the ASGI worker and management commands share the file.
     # IMMEDIATE: a transaction takes the write lock when it begins, so it waits for the
@@ -119,6 +133,12 @@ AUDIT_SPOOL_DIR = Path(env.str("AUDIT_SPOOL_DIR", default=str(BASE_DIR / ".run" 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# The CA that signed a rediss:// server's certificate, when it is not in the system's store. It
+# becomes redis-py's `ssl_ca_certs` URL option, so every client made from REDIS_URL (the cache,
+# the channel layer, locks, the tool-call link and subscription) verifies the server with it.
+REDIS_CA_FILE = env.str("REDIS_CA_FILE", default="")
+if REDIS_CA_FILE and REDIS_URL.startswith("rediss://") and "ssl_ca_certs=" not in REDIS_URL:
+    REDIS_URL += ("&" if "?" in REDIS_URL else "?") + urlencode({"ssl_ca_certs": REDIS_CA_FILE})
 if REDIS_URL:
     CACHES = {
         "default": {
