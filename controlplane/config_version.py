@@ -146,11 +146,16 @@ Value = TypeVar("Value")
 
 
 class VersionedCache(Generic[Key, Value]):
-    """A worker's copies, each valid for the version it was read under and MAX_AGE_SECONDS."""
+    """A worker's copies, each valid for the version it was read under and MAX_AGE_SECONDS.
 
-    def __init__(self) -> None:
+    At most `max_entries` (WORKER_CACHE_ENTRIES) are kept, the oldest written dropped first,
+    so a worker serving many tenants, keys or people holds a bounded amount: a dropped copy
+    costs one database read when next needed."""
+
+    def __init__(self, max_entries: int | None = None) -> None:
         self._entries: dict[Key, tuple[str, float, Value]] = {}
         self._lock = threading.Lock()
+        self._max_entries = max_entries
 
     def get(self, key: Key, version: str | None, *, any_age: bool = False) -> Value | None:
         """The copy read under `version`; older than MAX_AGE_SECONDS only with `any_age`,
@@ -171,8 +176,15 @@ class VersionedCache(Generic[Key, Value]):
     def put(self, key: Key, version: str | None, value: Value) -> None:
         if version is None:
             return
+        limit = self._max_entries or settings.WORKER_CACHE_ENTRIES
         with self._lock:
+            self._entries.pop(key, None)  # a rewritten copy counts as the newest
             self._entries[key] = (version, time.monotonic(), value)
+            while len(self._entries) > limit:
+                del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def discard(self, key: Key) -> None:
         with self._lock:

@@ -201,6 +201,9 @@ QONTAK_TIMEOUT = env.float("QONTAK_TIMEOUT", default=30.0)
 TOOL_CALL_DEADLINE = env.float("TOOL_CALL_DEADLINE", default=25.0)
 # How long a tool call held for approval waits for a person's decision (controlplane.approvals).
 APPROVAL_EXPIRY_MINUTES = env.int("APPROVAL_EXPIRY_MINUTES", default=60)
+# Copies of keys, OAuth tokens and tenant policies each worker keeps, per kind; the oldest go
+# first beyond it (controlplane.config_version.VersionedCache). README, Performance.
+WORKER_CACHE_ENTRIES = env.int("WORKER_CACHE_ENTRIES", default=20_000)
 
 # API keys are stored as HMAC-SHA256 digests keyed with this pepper, never in clear. After a
 # rotation the previous peppers still verify keys, each moved to the current one on its next use.

@@ -130,6 +130,20 @@ def test_a_copy_is_dropped_when_the_version_changes_or_it_grows_old(monkeypatch)
     assert copies.get("key", "v1") is None
 
 
+def test_a_workers_copies_stay_within_worker_cache_entries(settings):
+    """With many tenants, keys and people a worker keeps at most WORKER_CACHE_ENTRIES copies
+    of each kind, the oldest written dropped first (they are read again when needed)."""
+    settings.WORKER_CACHE_ENTRIES = 3
+    copies: VersionedCache[str, int] = VersionedCache()
+    for n in range(10):
+        copies.put(f"k{n}", "v1", n)
+    assert len(copies) == 3
+    assert [copies.get(f"k{n}", "v1") for n in range(10)] == [None] * 7 + [7, 8, 9]
+    copies.put("k7", "v1", 70)  # written again: now the newest
+    copies.put("k10", "v1", 10)
+    assert (copies.get("k8", "v1"), copies.get("k7", "v1"), len(copies)) == (None, 70, 3)
+
+
 def _log_count(server: ControlPlaneServer, event: str) -> int:
     return server.process.log_path.read_text().count(event)
 
