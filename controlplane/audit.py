@@ -19,16 +19,18 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
+from django.db.models import QuerySet
 
 from controlplane import metrics
-from controlplane.models import ToolCall
-from qontak.endpoints import ENDPOINTS
+from controlplane.models import ApiKey, Tenant, ToolCall
+from qontak.endpoints import ENDPOINTS, ENDPOINTS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -312,26 +314,125 @@ def tool_call_csv_row(call: ToolCall) -> list[Any]:
 def tool_calls_export_rows(
     *, tenant_slug: str | None = None, since: datetime | None = None
 ) -> Iterator[ToolCall]:
-    """Audit rows, oldest first, streamed from the database in chunks."""
-    queryset = ToolCall.objects.select_related("tenant", "approval").order_by("created_at", "pk")
+    """Audit rows, oldest first, a page at a time (tool_calls_in_pages)."""
+    queryset = ToolCall.objects.all()
     if tenant_slug:
         queryset = queryset.filter(tenant__slug=tenant_slug)
     if since:
         queryset = queryset.filter(created_at__gte=since)
-    yield from queryset.iterator(chunk_size=2000)
+    for page in tool_calls_in_pages(queryset):
+        yield from page
+
+
+EXPORT_PAGE = 2000
+
+
+def _export_query(queryset: QuerySet[ToolCall]) -> QuerySet[ToolCall]:
+    return (
+        queryset.select_related("tenant", "approval")
+        .only(*EXPORT_QUERY_FIELDS)
+        .order_by("created_at", "pk")
+    )
+
+
+def _page_after(queryset: QuerySet[ToolCall], last: ToolCall | None) -> QuerySet[ToolCall]:
+    """The next EXPORT_PAGE rows after `last` in (created_at, pk) order: a keyset page, read
+    from the time index wherever the export has got to, in its own short query."""
+    if last is not None:
+        queryset = queryset.filter(created_at__gte=last.created_at).exclude(
+            created_at=last.created_at, pk__lte=last.pk
+        )
+    return queryset[:EXPORT_PAGE]
+
+
+def tool_calls_in_pages(queryset: QuerySet[ToolCall]) -> Iterator[list[ToolCall]]:
+    """Every row of `queryset` for an export, oldest first, in keyset pages: memory stays flat
+    for any number of rows without a server-side cursor, which a transaction pooler
+    (DATABASE_POOLER=transaction) cannot keep across statements."""
+    ordered = _export_query(queryset)
+    last: ToolCall | None = None
+    while page := list(_page_after(ordered, last)):
+        yield page
+        last = page[-1]
+
+
+async def tool_calls_in_pages_async(queryset: QuerySet[ToolCall]) -> AsyncIterator[list[ToolCall]]:
+    """tool_calls_in_pages for a streaming response served on the event loop."""
+    ordered = _export_query(queryset)
+    last: ToolCall | None = None
+    while page := [call async for call in _page_after(ordered, last)]:
+        yield page
+        last = page[-1]
+
+
+def tools_called() -> list[str]:
+    """Every distinct tool name in the audit trail, read as one index probe per name (a loose
+    index scan on toolcall_tool_time) instead of a DISTINCT over every row."""
+    table = connection.ops.quote_name(ToolCall._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE called(tool) AS ("  # noqa: S608 - the table name is the model's
+            f" SELECT MIN(tool) FROM {table}"
+            f" UNION ALL"
+            f" SELECT (SELECT MIN(tool) FROM {table} WHERE tool > called.tool)"
+            f" FROM called WHERE called.tool IS NOT NULL"
+            f") SELECT tool FROM called WHERE tool IS NOT NULL"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def rows_estimate(queryset: QuerySet[Any]) -> int | None:
+    """The PostgreSQL planner's estimate of how many rows `queryset` has (None elsewhere): a
+    count of a large audit list would read all of it on every page view."""
+    if connection.vendor != "postgresql":
+        return None
+    plan = queryset.explain(format="json")
+    parsed = json.loads(plan) if isinstance(plan, str) else plan
+    return int(parsed[0]["Plan"]["Plan Rows"])
+
+
+def tool_calls_search(queryset: QuerySet[ToolCall], terms: str) -> QuerySet[ToolCall]:
+    """The calls matching every word of `terms`, each read as what it names, in this order: an
+    API key prefix, a tool, a tenant slug, a person, else a request id. Whole values only, each
+    through an index that ends in the time, so a search answers as fast as a filter."""
+    for word in terms.split():
+        keys = list(ApiKey.objects.filter(prefix=word).values_list("pk", flat=True))
+        if keys:
+            queryset = queryset.filter(api_key_id__in=keys)
+        elif word in ENDPOINTS_BY_NAME:
+            queryset = queryset.filter(tool=word)
+        elif tenant := Tenant.objects.filter(slug=word).values_list("pk", flat=True).first():
+            queryset = queryset.filter(tenant_id=tenant)
+        elif ToolCall.objects.filter(person=word).exists():
+            queryset = queryset.filter(person=word)
+        else:
+            queryset = queryset.filter(request_id=word)
+    return queryset
 
 
 PRUNE_BATCH = 5000
 
 
-def tool_calls_prune(*, before: datetime, dry_run: bool = False) -> int:
-    """Delete rows created before `before` in batches (short transactions); returns the count."""
+def tool_calls_prune(
+    *,
+    before: datetime,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete rows created before `before`, oldest first, PRUNE_BATCH rows per statement (each
+    its own short transaction, locking only those rows), then VACUUM on PostgreSQL so the
+    space goes to new rows instead of the table growing. Returns the count; `progress` is
+    called with the running count after each batch."""
     old = ToolCall.objects.filter(created_at__lt=before)
     if dry_run:
         return old.count()
     deleted = 0
-    while True:
-        batch = list(old.values_list("pk", flat=True)[:PRUNE_BATCH])
-        if not batch:
-            return deleted
+    while batch := list(old.order_by("created_at").values_list("pk", flat=True)[:PRUNE_BATCH]):
         deleted += ToolCall.objects.filter(pk__in=batch).delete()[0]
+        if progress is not None:
+            progress(deleted)
+    # VACUUM cannot run in a transaction: a caller inside one (a test) vacuums nothing.
+    if deleted and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(ToolCall._meta.db_table)}")
+    return deleted

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, ShowFacets
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
 from django.urls import path
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from controlplane import audit
 from controlplane.admin.display import FullWidthList, utc, utc_with_zone
 from controlplane.models import ToolCall
 from controlplane.operator.dashboard import UNKNOWN_TOOL, known_tool_q, outcome_group
@@ -29,9 +32,7 @@ class ToolFilter(admin.SimpleListFilter):
     UNKNOWN = "unknown"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        called = (
-            model_admin.get_queryset(request).order_by().values_list("tool", flat=True).distinct()
-        )
+        called = audit.tools_called()
         known = sorted(name for name in called if name in ENDPOINTS_BY_NAME)
         unknown = any(name not in ENDPOINTS_BY_NAME for name in called)
         return [(name, name) for name in known] + (
@@ -46,9 +47,30 @@ class ToolFilter(admin.SimpleListFilter):
         return queryset
 
 
+class EstimatedCountPaginator(Paginator):
+    """Pages of a list too large to count on every page view: above ESTIMATE_ABOVE rows the
+    count is the database planner's estimate (the page says "about"), below it is exact."""
+
+    ESTIMATE_ABOVE = 10_000
+    estimated = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        estimate = audit.rows_estimate(rows) if isinstance(rows, QuerySet) else None
+        if estimate is None or estimate <= self.ESTIMATE_ABOVE:
+            return super().count
+        self.estimated = True
+        return estimate
+
+
 @admin.register(ToolCall)
 class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
-    """Read-only: the audit trail is written by the MCP endpoint and never edited."""
+    """Read-only: the audit trail is written by the MCP endpoint and never edited.
+
+    Built for a year of rows: no date hierarchy and no key filter (each would read the whole
+    table, or list every key), no facet counts, an estimated count on large lists, and a search
+    that matches whole values through an index (audit.tool_calls_search)."""
 
     list_display = (
         "created",
@@ -59,20 +81,17 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
         "upstream",
         "latency",
     )
-    list_filter = ("outcome", "tenant", "api_key", ToolFilter, "created_at")
+    list_filter = ("outcome", "tenant", ToolFilter, "created_at")
     list_select_related = ("tenant",)
-    search_fields = (
-        "tool",
-        "key_prefix",
-        "person",
-        "oauth_client",
-        "request_id",
-        "tenant__slug",
-        "message",
+    search_fields = ("request_id",)  # shows the search box; get_search_results does the work
+    search_help_text = (
+        "A request id, key prefix, person, tool or tenant slug, written in full "
+        "(words are matched exactly, not as parts of the message)."
     )
-    date_hierarchy = "created_at"
+    paginator = EstimatedCountPaginator
     # The audit table grows without bound: skip the unfiltered COUNT(*) on every page.
     show_full_result_count = False
+    show_facets = ShowFacets.NEVER
     actions = ("export_csv",)
 
     @admin.display(description="Outcome", ordering="outcome")
@@ -104,6 +123,16 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
     def latency(self, obj: ToolCall) -> str:
         return f"{obj.latency_ms:.1f}"
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ToolCall], search_term: str
+    ) -> tuple[QuerySet[ToolCall], bool]:
+        return audit.tool_calls_search(queryset, search_term), False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        """A key's calls stay reachable by link (`?api_key__id__exact=`) without a filter
+        listing every key in the sidebar."""
+        return lookup == "api_key__id__exact" or super().lookup_allowed(lookup, value, request)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         """Every column, with the time in UTC and the latency rounded as on the list."""
         shown = {"created_at": "created_at_utc", "latency_ms": "latency"}
@@ -124,7 +153,7 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
 
     @admin.action(description="Export selected calls as CSV", permissions=("view",))
     def export_csv(self, request: HttpRequest, queryset: QuerySet[ToolCall]) -> Any:
-        return tool_calls_csv_response(queryset.order_by("created_at", "pk"))
+        return tool_calls_csv_response(queryset)
 
     def get_urls(self) -> list[Any]:
         return [
@@ -144,5 +173,4 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
             return HttpResponseBadRequest("Unknown filter in the export link.")
-        queryset = changelist.get_queryset(request).order_by("created_at", "pk")
-        return tool_calls_csv_response(queryset)
+        return tool_calls_csv_response(changelist.get_queryset(request))

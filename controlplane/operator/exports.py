@@ -24,11 +24,8 @@ async def _csv_lines(queryset: QuerySet[ToolCall]) -> AsyncIterator[str]:
     """CSV text, fetched and sent in chunks so an export of any size streams under ASGI."""
     writer = csv.writer(_Line())
     yield writer.writerow(audit.EXPORT_FIELDS)
-    # Model rows, not values_list(): Django 5.2's aiterator() runs a values_list() query on
-    # the event loop and raises SynchronousOnlyOperation.
-    calls = queryset.select_related("tenant", "approval").only(*audit.EXPORT_QUERY_FIELDS)
-    async for call in calls.aiterator(chunk_size=2000):
-        yield writer.writerow(audit.tool_call_csv_row(call))
+    async for page in audit.tool_calls_in_pages_async(queryset):
+        yield "".join(writer.writerow(audit.tool_call_csv_row(call)) for call in page)
 
 
 def tool_calls_csv_response(queryset: QuerySet[ToolCall]) -> StreamingHttpResponse:
