@@ -178,6 +178,10 @@ def forget_cached_policies() -> None:
 
 
 def rate_limit_set(*, tenant: Tenant, rate: str, tool: str = "", per_key: bool = False) -> None:
+    """Upsert the tenant's limit for one tool (a known name) or, with "" or `*`, all tools.
+    Raises InvalidInput for a rate that does not parse or a misspelt tool, which no call would
+    ever count against."""
+    tool = rate_tool_checked(tool)
     try:
         rate_validator(rate)
     except Exception:
@@ -204,6 +208,14 @@ def tool_name_checked(tool: str) -> str:
     closest = difflib.get_close_matches(tool, ENDPOINTS_BY_NAME, n=1, cutoff=0.6)
     hint = f"did you mean '{closest[0]}'?" if closest else "pick one from the list of tools"
     raise InvalidInput(f"there is no tool '{shown}': {hint} (or * for every tool)")
+
+
+def rate_tool_checked(tool: str) -> str:
+    """A rate limit's tool: "" (all tools, also written `*`) or a known tool name."""
+    if not tool.strip():
+        return ""
+    checked = tool_name_checked(tool)
+    return "" if checked == ANY_TOOL else checked
 
 
 def tool_access_set(

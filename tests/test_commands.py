@@ -118,6 +118,9 @@ def test_set_rate_limit_validates_and_upserts_the_policy():
     assert (policy.rate, policy.tool, policy.per_key) == ("20/s", "list_contacts", True)
     with pytest.raises(CommandError, match="not a rate"):
         run("set_rate_limit", name, "lots")
+    with pytest.raises(CommandError, match="no tool 'list_contatcs': did you mean 'list_contacts'"):
+        run("set_rate_limit", name, "5/s", "--tool", "list_contatcs")
+    assert RateLimitPolicy.objects.filter(tenant__slug=name).count() == 1
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -43,11 +44,10 @@ class ToolNameInput(forms.TextInput):
         return format_html('{}<datalist id="{}">{}</datalist>', box, list_id, options)
 
 
-def _checked_tool(value: str, *, blank_ok: bool) -> str:
-    if blank_ok and not value.strip():
-        return ""
+def _checked_tool(value: str, check: Callable[[str], str]) -> str:
+    """`value` as `check` (a policies checker) returns it, its refusal shown on the field."""
     try:
-        return policies.tool_name_checked(value)
+        return check(value)
     except InvalidInput as exc:
         raise forms.ValidationError(exc.message[:1].upper() + exc.message[1:] + ".") from None
 
@@ -97,6 +97,9 @@ class RateLimitPolicyForm(forms.ModelForm):
             "Applies on the next call in every worker.",
         }
 
+    def clean_tool(self) -> str:
+        return _checked_tool(self.cleaned_data.get("tool", ""), policies.rate_tool_checked)
+
 
 class ToolPolicyForm(forms.ModelForm):
     class Meta:
@@ -111,7 +114,7 @@ class ToolPolicyForm(forms.ModelForm):
         }
 
     def clean_tool(self) -> str:
-        return _checked_tool(self.cleaned_data.get("tool", ""), blank_ok=False)
+        return _checked_tool(self.cleaned_data.get("tool", ""), policies.tool_name_checked)
 
 
 class ApiKeyForm(forms.ModelForm):

@@ -109,3 +109,17 @@ def test_policy_lists_say_what_applies_without_a_row(operator):
     ).content.decode()
     assert "Rate limits (none set: 120/m for the whole tenant)" in tenant_page
     assert "Tool rules (none set: every tool is allowed)" in tenant_page
+
+
+def test_a_misspelt_tool_in_a_rate_limit_is_refused_and_star_means_every_tool(operator):
+    from controlplane.models import RateLimitPolicy
+
+    tenant = tenant_create(slug="typo-rate")
+    add = reverse("admin:controlplane_ratelimitpolicy_add")
+    refused = operator.post(add, {"tenant": tenant.pk, "rate": "5/m", "tool": "list_contatcs"})
+    assert refused.status_code == 200
+    assert "did you mean &#x27;list_contacts&#x27;" in refused.content.decode()
+    assert not RateLimitPolicy.objects.exists()
+    accepted = operator.post(add, {"tenant": tenant.pk, "rate": "5/m", "tool": "*"})
+    assert accepted.status_code == 302
+    assert RateLimitPolicy.objects.get().tool == ""  # every tool
