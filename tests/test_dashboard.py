@@ -347,3 +347,34 @@ def test_calls_waiting_for_approval_are_on_the_dashboard_and_the_feed(operator):
     record(acme, outcome="pending_approval", tool="delete_deal")
     dashboard = dashboard_activity(tenant_slug="approvals-dash")
     assert dashboard.overall.outcomes.denied == 1  # held by policy, not an error
+
+
+def test_with_many_tenants_the_pages_stay_short_and_lead_with_what_needs_attention(
+    operator, monkeypatch
+):
+    from controlplane.operator import dashboard, views
+
+    monkeypatch.setattr(dashboard, "QUIET_SHOWN", 2)
+    monkeypatch.setattr(views, "BUSY_PANELS", 1)
+    monkeypatch.setattr(views, "TENANT_MENU_LIMIT", 3)
+    busiest, busy = tenant_create(slug="busiest"), tenant_create(slug="busy")
+    for _ in range(3):
+        record(busiest)
+    record(busy)
+    for slug in ("q-a", "q-b", "q-c"):
+        QontakCredential.objects.filter(tenant=tenant_create(slug=slug)).update(status="valid")
+    broken = tenant_create(slug="q-z-broken")
+    QontakCredential.objects.filter(tenant=broken).update(status="needs_reauthorization")
+
+    html = operator.get(reverse("operator-dashboard")).content.decode()
+
+    assert 'id="tenant-busiest"' in html and 'id="tenant-busy"' not in html  # one panel
+    assert re.search(r'class="ops-table more-busy".*?\?tenant=busy"', html, re.S)
+    start = html.index("No calls in the last hour")
+    quiet = html[start : html.index("</section>", start)]
+    assert quiet.index("q-z-broken") < quiet.index("q-a")  # the broken token first
+    assert "q-b" not in quiet and "And 2 more tenants without calls" in quiet
+    # Six tenants are too many for the (lowered) menu: a box takes the short name instead.
+    for page in ("operator-dashboard", "operator-live-feed"):
+        body = operator.get(reverse(page)).content.decode()
+        assert 'type="search"' in body and "<option" not in body

@@ -13,12 +13,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Case, Count, Max, Q, QuerySet, Value, When
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from controlplane.models import ApiKeyQuerySet, QontakCredential, Tenant, ToolCall
+from controlplane.models import ApiKey, ApiKeyQuerySet, QontakCredential, Tenant, ToolCall
 from qontak.endpoints import ENDPOINTS_BY_NAME
 
 # The outcome groups an operator reads at a glance. Whose mistake an error is decides who acts:
@@ -154,7 +155,8 @@ class Dashboard:
     since: datetime
     until: datetime
     overall: Activity
-    tenants: list[TenantActivity]
+    tenants: list[TenantActivity]  # the busy ones, busiest first, then the quiet ones shown
+    quiet_not_shown: int = 0  # quiet tenants beyond QUIET_SHOWN
 
     @property
     def busy_tenants(self) -> list[TenantActivity]:
@@ -207,6 +209,28 @@ def _top(counts: Iterable[ToolCount], top_n: int) -> list[ToolCount]:
     return sorted(counts, key=lambda t: (-t.calls, t.tool))[:top_n]
 
 
+# Quiet tenants listed (those whose token needs attention first): with thousands of tenants the
+# page would otherwise list every one of them.
+QUIET_SHOWN = 50
+
+
+def _needs_attention_first() -> Case:
+    """Tenants whose Qontak credential failed sort first, then those still without one, then
+    the healthy ones."""
+    return Case(
+        When(credential__status=QontakCredential.Status.VALID, then=Value(2)),
+        When(credential__status=QontakCredential.Status.MISSING, then=Value(1)),
+        When(credential__isnull=True, then=Value(1)),
+        default=Value(0),
+    )
+
+
+def _with_usable_keys(tenants: QuerySet[Tenant], now: datetime) -> QuerySet[Tenant]:
+    return tenants.annotate(
+        usable_keys=Count("api_keys", filter=ApiKeyQuerySet.usable_q(now, via="api_keys"))
+    )
+
+
 def dashboard_activity(
     *,
     now: datetime | None = None,
@@ -221,9 +245,7 @@ def dashboard_activity(
     """
     now = now or timezone.now()
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
-    tenants_qs = Tenant.objects.select_related("credential").annotate(
-        usable_keys=Count("api_keys", filter=ApiKeyQuerySet.usable_q(now, via="api_keys"))
-    )
+    tenants_qs = Tenant.objects.select_related("credential")
     calls = ToolCall.objects.filter(created_at__gte=since, created_at__lte=now).order_by()
     if tenant_slug:
         tenants_qs = tenants_qs.filter(slug=tenant_slug)
@@ -269,26 +291,24 @@ def dashboard_activity(
             setattr(target, attribute, latency)
 
     keys: dict[int, list[KeyUsage]] = defaultdict(list)
-    key_rows = (
-        calls.values_list(
-            "tenant_id",
-            "key_prefix",
-            "api_key__label",
-            "api_key__read_only",
-            "api_key__revoked_at",
-            "person",
-            "oauth_client",
-        )
+    # Grouped without joining the keys, whose labels are read after for the keys that called:
+    # a join would read the whole key table (tens of thousands of keys) on every page view.
+    key_rows = list(
+        calls.values_list("tenant_id", "api_key_id", "key_prefix", "person", "oauth_client")
         .annotate(count=Count("id"), last=Max("created_at"))
         .order_by("-count")
     )
-    for tenant_id, prefix, label, read_only, revoked_at, person, client, count, last in key_rows:
+    called = ApiKey.objects.only("label", "read_only", "revoked_at").in_bulk(
+        {row[1] for row in key_rows if row[1] is not None}
+    )
+    for tenant_id, api_key_id, prefix, person, client, count, last in key_rows:
+        api_key = called.get(api_key_id) if api_key_id is not None else None
         keys[tenant_id].append(
             KeyUsage(
                 prefix=prefix,
-                label=label or "",
-                read_only=bool(read_only),
-                revoked=revoked_at is not None,
+                label=api_key.label if api_key else "",
+                read_only=bool(api_key and api_key.read_only),
+                revoked=bool(api_key and api_key.revoked_at is not None),
                 calls=count,
                 last_call=last,
                 person=person,
@@ -296,8 +316,8 @@ def dashboard_activity(
             )
         )
 
-    tenant_rows = [
-        TenantActivity(
+    def row(tenant: Any) -> TenantActivity:  # a Tenant annotated with usable_keys
+        return TenantActivity(
             tenant_id=tenant.pk,
             slug=tenant.slug,
             name=tenant.name,
@@ -307,7 +327,23 @@ def dashboard_activity(
             activity=by_tenant.get(tenant.pk) or Activity(minutes=_empty_minutes(since, minutes)),
             keys_in_use=keys.get(tenant.pk, []),
         )
-        for tenant in tenants_qs
-    ]
-    tenant_rows.sort(key=lambda t: (-t.activity.outcomes.total, t.slug))
-    return Dashboard(since=since, until=now, overall=overall, tenants=tenant_rows)
+
+    busy_qs = tenants_qs.filter(pk__in=list(by_tenant))
+    busy = sorted(
+        (row(tenant) for tenant in _with_usable_keys(busy_qs, now)),
+        key=lambda t: (-t.activity.outcomes.total, t.slug),
+    )
+    quiet_qs = tenants_qs.exclude(pk__in=list(by_tenant)).order_by(_needs_attention_first(), "slug")
+    # The tenants are picked first and their keys counted after: counting every tenant's keys
+    # before the LIMIT would cost a count per tenant, thousands of them.
+    shown = list(quiet_qs.values_list("pk", flat=True)[:QUIET_SHOWN])
+    quiet_rows = _with_usable_keys(tenants_qs.filter(pk__in=shown), now).in_bulk()
+    quiet = [row(quiet_rows[pk]) for pk in shown]
+    quiet_not_shown = quiet_qs.count() - QUIET_SHOWN if len(quiet) == QUIET_SHOWN else 0
+    return Dashboard(
+        since=since,
+        until=now,
+        overall=overall,
+        tenants=busy + quiet,
+        quiet_not_shown=quiet_not_shown,
+    )

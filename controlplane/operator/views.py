@@ -32,6 +32,20 @@ def _require_audit_view(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
+# The busiest tenants get a panel of charts each; the others, one line each in a table.
+BUSY_PANELS = 12
+# Tenants beyond this many get a box for the short name instead of a menu listing them all.
+TENANT_MENU_LIMIT = 200
+
+
+def _tenant_menu() -> list[str] | None:
+    """Every tenant's slug for the pages' tenant menu, or None when there are too many."""
+    slugs = list(
+        Tenant.objects.order_by("slug").values_list("slug", flat=True)[: TENANT_MENU_LIMIT + 1]
+    )
+    return None if len(slugs) > TENANT_MENU_LIMIT else slugs
+
+
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """The last hour at a glance, for every tenant or the one named by ?tenant=<slug>.
 
@@ -52,7 +66,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "p50": charts.latency_label(row.activity.p50_ms),
             "p95": charts.latency_label(row.activity.p95_ms),
         }
-        for row in busy
+        for row in busy[:BUSY_PANELS]
         if single is None
     ]
     context = {
@@ -66,9 +80,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "overall_p50": charts.latency_label(dashboard.overall.p50_ms),
         "overall_p95": charts.latency_label(dashboard.overall.p95_ms),
         "panels": panels,
+        "more_busy": [] if single else busy[BUSY_PANELS:],
         "single": single,
         "selected_tenant": slug,
-        "tenant_slugs": list(Tenant.objects.order_by("slug").values_list("slug", flat=True)),
+        "tenant_slugs": _tenant_menu(),
         "outcome_labels": charts.OUTCOME_LABELS,
         "pending_approvals": list(
             approvals.approvals_list(tenant_slug=slug or None, pending_only=True)[:20]
@@ -90,7 +105,7 @@ def live_feed_view(request: HttpRequest) -> HttpResponse:
         "is_nav_sidebar_enabled": False,
         "recent": [{"call": call, "group": outcome_group(call.outcome)} for call in recent[:25]],
         "selected_tenant": slug,
-        "tenant_slugs": list(Tenant.objects.order_by("slug").values_list("slug", flat=True)),
+        "tenant_slugs": _tenant_menu(),
         "socket_path": "/" + LIVE_FEED_PATH,
         "pending_approvals": list(
             approvals.approvals_list(tenant_slug=slug or None, pending_only=True)[:20]
