@@ -175,3 +175,27 @@ def test_prune_deletes_oldest_first_in_batches_and_reports_progress(monkeypatch)
     assert list(ToolCall.objects.values_list("request_id", flat=True)) == ["age5"]
     deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
     assert len(deletes) == 3  # 2 + 2 + 1 rows, each its own short statement
+
+
+@pytest.mark.django_db
+def test_with_many_tenants_the_audit_list_filters_by_a_typed_short_name(operator, monkeypatch):
+    from controlplane.admin.tool_calls import TenantFilter
+
+    acme, globex = tenant_create(slug="acme"), tenant_create(slug="globex")
+    mine = _call(acme, outcome="denied")
+    _call(acme)
+    _call(globex, outcome="denied")
+    listed = operator.get(reverse(LIST)).content.decode()
+    assert "?tenant__id__exact=" in listed  # two tenants: links
+
+    monkeypatch.setattr(TenantFilter, "LISTED", 1)
+    boxed = operator.get(reverse(LIST), {"outcome__exact": "denied"})
+    page = boxed.content.decode()
+    assert 'name="tenant_slug"' in page and "?tenant__id__exact=" not in page
+    assert '<input type="hidden" name="outcome__exact" value="denied">' in page  # kept
+    filtered = operator.get(reverse(LIST), {"outcome__exact": "denied", "tenant_slug": "acme"})
+    assert _listed(filtered) == [mine.pk]
+    by_link = operator.get(
+        reverse(LIST), {"tenant__id__exact": acme.pk, "outcome__exact": "denied"}
+    )
+    assert _listed(by_link) == [mine.pk]

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from controlplane import audit
 from controlplane.admin.display import FullWidthList, utc, utc_with_zone
-from controlplane.models import ToolCall
+from controlplane.models import Tenant, ToolCall
 from controlplane.operator.dashboard import UNKNOWN_TOOL, known_tool_q, outcome_group
 from controlplane.operator.exports import tool_calls_csv_response
 from qontak.endpoints import ENDPOINTS_BY_NAME
@@ -44,6 +44,49 @@ class ToolFilter(admin.SimpleListFilter):
             return queryset.exclude(known_tool_q())
         if self.value():
             return queryset.filter(tool=self.value())
+        return queryset
+
+
+class TenantFilter(admin.SimpleListFilter):
+    """Tenants as links while they fit in the sidebar (LISTED); beyond, a box for the short
+    name (`tenant_slug`), so a deployment of thousands of tenants does not render them all.
+    Links elsewhere keep using `?tenant__id__exact=`."""
+
+    title = "tenant"
+    parameter_name = "tenant__id__exact"
+    SLUG = "tenant_slug"
+    LISTED = 100
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        slug = params.pop(self.SLUG, [""])
+        self.slug = str(slug[-1]).strip()
+        self.kept = [
+            (name, value)
+            for name, value in request.GET.items()
+            if name not in (self.parameter_name, self.SLUG, "p")
+        ]
+        super().__init__(request, params, model, model_admin)
+        if self.slug:
+            self.used_parameters[self.SLUG] = self.slug
+        if self.boxed:
+            self.template = "admin/controlplane/toolcall/tenant_filter.html"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tenants = list(Tenant.objects.order_by("slug").values_list("pk", "slug")[: self.LISTED + 1])
+        self.boxed = len(tenants) > self.LISTED
+        return [] if self.boxed else [(str(pk), slug) for pk, slug in tenants]
+
+    def has_output(self) -> bool:
+        return self.boxed or super().has_output()
+
+    def expected_parameters(self) -> list[str | None]:
+        return [self.parameter_name, self.SLUG]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ToolCall]) -> QuerySet[ToolCall]:
+        if tenant_id := self.value():
+            queryset = queryset.filter(tenant_id=tenant_id)
+        if self.slug:
+            queryset = queryset.filter(tenant__slug=self.slug)
         return queryset
 
 
@@ -81,7 +124,7 @@ class ToolCallAdmin(FullWidthList, admin.ModelAdmin):
         "upstream",
         "latency",
     )
-    list_filter = ("outcome", "tenant", ToolFilter, "created_at")
+    list_filter = ("outcome", TenantFilter, ToolFilter, "created_at")
     list_select_related = ("tenant",)
     search_fields = ("request_id",)  # shows the search box; get_search_results does the work
     search_help_text = (
