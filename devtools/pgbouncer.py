@@ -6,7 +6,8 @@ proves the suite passes behind a pooler (README, Production notes).
 runs COMMAND with DATABASE_URL pointing through a private PgBouncer (its configuration, log and
 pid file in a temporary directory) and DATABASE_POOLER=transaction, then stops PgBouncer and
 exits with COMMAND's status. The upstream defaults to DATABASE_URL. Debian's pgbouncer is
-installed with apt-get when missing (as root).
+installed with apt-get when missing (as root). Tests use `PgBouncer` to give one host a
+database they can cut and restore.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from devtools.debian import ensure_command
-from devtools.devstack import free_port
+from devtools.devstack import ManagedProcess, free_port
 
 STARTUP_TIMEOUT = 15.0
 
@@ -74,36 +75,63 @@ def _through(upstream: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class PgBouncer:
+    """A private PgBouncer in transaction mode in front of `upstream` (a postgres:// URL), its
+    configuration, log and pid file in a temporary directory. Its port is chosen once, so
+    stopped and started again it is found where its clients expect it: a test cuts one host's
+    database this way while the others keep theirs."""
+
+    def __init__(self, upstream: str) -> None:
+        self.binary = ensure_command("pgbouncer", "pgbouncer")
+        self.workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+        self.port = free_port()
+        self.url = _through(upstream, self.port)
+        self.managed: ManagedProcess | None = None
+        (self.workdir / "pgbouncer.ini").write_text(_config(upstream, self.port, self.workdir))
+        (self.workdir / "userlist.txt").write_text(_userlist(upstream))
+        self.argv = [self.binary, str(self.workdir / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            user = "postgres" if _user_exists("postgres") else "nobody"
+            shutil.chown(self.workdir, user)
+            self.argv[1:1] = ["-u", user]
+
+    def start(self) -> None:
+        """Start it and return once it answers; raises RuntimeError with its log if it exits."""
+        # Its log goes to the logfile as well: a pipe nobody read would fill and stall PgBouncer.
+        process = subprocess.Popen(  # noqa: S603 - argv is built here
+            self.argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        self.managed = ManagedProcess(
+            "pgbouncer", self.url, process, self.workdir / "pgbouncer.log"
+        )
+        _wait_until_ready(self.managed)
+
+    def stop(self) -> None:
+        """SIGTERM, which Debian's PgBouncer (1.18) takes as an immediate shutdown: its clients'
+        connections break at once."""
+        if self.managed is not None:
+            self.managed.stop()
+            self.managed = None
+
+    def remove(self) -> None:
+        """Stop it and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @contextmanager
 def running(upstream: str) -> Iterator[str]:
     """A PgBouncer in transaction mode in front of `upstream` (a postgres:// URL), stopped on
     exit; yields `upstream` with PgBouncer's host and port."""
-    binary = ensure_command("pgbouncer", "pgbouncer")
-    workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    port = free_port()
-    (workdir / "pgbouncer.ini").write_text(_config(upstream, port, workdir))
-    (workdir / "userlist.txt").write_text(_userlist(upstream))
-    argv = [binary, str(workdir / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = "postgres" if _user_exists("postgres") else "nobody"
-        shutil.chown(workdir, user)
-        argv[1:1] = ["-u", user]
-    # Its log goes to the logfile as well: a pipe nobody read would fill and stall PgBouncer.
-    process = subprocess.Popen(  # noqa: S603 - argv is built here
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    url = _through(upstream, port)
+    bouncer = PgBouncer(upstream)
     try:
-        _wait_until_ready(process, url, workdir)
-        yield url
+        bouncer.start()
+        yield bouncer.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        bouncer.remove()
 
 
 def _user_exists(name: str) -> bool:
@@ -114,15 +142,15 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], url: str, workdir: Path) -> None:
+def _wait_until_ready(bouncer: ManagedProcess) -> None:
     # PgBouncer accepts any database name: ask for "postgres", which every server has.
-    probe = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    probe = urlunsplit(urlsplit(bouncer.url)._replace(path="/postgres"))
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
-        if process.poll() is not None:
-            log = workdir / "pgbouncer.log"
-            detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"pgbouncer exited with status {process.returncode}:\n{detail}")
+        if bouncer.process.poll() is not None:
+            raise RuntimeError(
+                f"pgbouncer exited with status {bouncer.process.returncode}:\n" + bouncer.log_tail()
+            )
         try:
             with psycopg.connect(probe, connect_timeout=2, autocommit=True) as connection:
                 connection.execute("SELECT 1")

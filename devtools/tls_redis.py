@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from devtools.devstack import free_port
+from devtools.devstack import ManagedProcess, free_port
 
 STARTUP_TIMEOUT = 15.0
 
@@ -80,6 +80,7 @@ def running(workdir: Path | None = None) -> Iterator[TlsRedis]:
         f"tls-cert-file {directory / 'server.pem'}\ntls-key-file {directory / 'server.key'}\n"
         f"tls-ca-cert-file {server.ca_file}\ntls-auth-clients no\n"
         f'requirepass "{server.password}"\nsave ""\nappendonly no\ndir {directory}\n'
+        f"logfile {directory / 'redis.log'}\n"
     )
     process = subprocess.Popen(  # noqa: S603 - argv is built here
         ["redis-server", str(config)],  # noqa: S607 - redis-server from PATH, as PrivateRedis
@@ -87,25 +88,26 @@ def running(workdir: Path | None = None) -> Iterator[TlsRedis]:
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
+    # Its URL without the password: ManagedProcess may be printed.
+    address = f"rediss://127.0.0.1:{server.port}"
+    managed = ManagedProcess("redis-server (TLS)", address, process, directory / "redis.log")
     try:
-        _wait_until_ready(process, server)
+        _wait_until_ready(managed, server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        managed.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], server: TlsRedis) -> None:
+def _wait_until_ready(managed: ManagedProcess, server: TlsRedis) -> None:
     client = redis.Redis.from_url(server.url, ssl_ca_certs=str(server.ca_file), socket_timeout=2)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server (TLS) exited with status {process.returncode}")
+        if managed.process.poll() is not None:
+            raise RuntimeError(
+                f"redis-server (TLS) exited with status {managed.process.returncode}:\n"
+                + managed.log_tail()
+            )
         try:
             client.ping()
             return

@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from devtools.devstack import ManagedProcess
 from tests.oauth_support import REDIRECT_URI
-from tests.servers import ControlPlaneServer, start_control_plane
+from tests.servers import ControlPlaneServer, dedicated_control_plane
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -122,22 +121,12 @@ def document_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Document
 
 @pytest.fixture(scope="module")
 def cimd_control_plane(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    log_dir: Path,
-    openbao: ManagedProcess,
-    simulator: ManagedProcess,
-    document_host: DocumentHost,
+    request: pytest.FixtureRequest, document_host: DocumentHost
 ) -> Iterator[ControlPlaneServer]:
-    with django_db_blocker.unblock():
-        server = start_control_plane(
-            log_dir,
-            openbao.url,
-            openbao.extra["token"],
-            simulator.url,
-            workers=2 if settings.REDIS_URL else 1,
-            OAUTH_CIMD_ALLOW_LOOPBACK="true",
-            SSL_CERT_FILE=str(document_host.certificate),
-        )
-    yield server
-    server.process.stop()
+    with dedicated_control_plane(
+        request,
+        workers=2 if settings.REDIS_URL else 1,
+        OAUTH_CIMD_ALLOW_LOOPBACK="true",
+        SSL_CERT_FILE=str(document_host.certificate),
+    ) as server:
+        yield server

@@ -1,8 +1,10 @@
 """The servers the tests start, and ways to look inside them.
 
 `start_control_plane` runs the control plane in a uvicorn process of its own against the test
-database; `PrivateRedis` is a Redis one test can stop, pause and restart. The rest read what
-the simulator and Vault saw. The fixtures that start the shared servers are in conftest.py.
+database, and `dedicated_control_plane` does so for a module's fixture that needs settings of
+its own; `PrivateRedis` is a Redis one test can stop, pause and restart, and `private_pooler` a
+way to cut one host's database. The rest read what the simulator and Vault saw. The fixtures
+that start the shared servers are in conftest.py.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 from django.conf import settings
 from django.db import connection
@@ -24,6 +29,7 @@ from django.db import connection
 from controlplane import tokens, vault
 from controlplane.models import QontakCredential, Tenant
 from devtools.devstack import ManagedProcess, free_port, wait_until_ready
+from devtools.pgbouncer import PgBouncer
 
 
 def _test_database_url() -> str:
@@ -103,6 +109,32 @@ def start_control_plane(
     return ControlPlaneServer(url=managed.url, process=managed)
 
 
+@contextmanager
+def dedicated_control_plane(
+    request: pytest.FixtureRequest, workers: int = 1, **settings_env: str
+) -> Iterator[ControlPlaneServer]:
+    """A control plane of a module's own, for settings the shared `control_plane` must not
+    have (`settings_env`, as for `start_control_plane`), stopped on exit. It takes the test
+    database, OpenBao and the simulator from `request`'s session fixtures."""
+    request.getfixturevalue("django_db_setup")
+    blocker = request.getfixturevalue("django_db_blocker")
+    openbao: ManagedProcess = request.getfixturevalue("openbao")
+    simulator: ManagedProcess = request.getfixturevalue("simulator")
+    with blocker.unblock():
+        server = start_control_plane(
+            request.getfixturevalue("log_dir"),
+            openbao.url,
+            openbao.extra["token"],
+            simulator.url,
+            workers,
+            **settings_env,
+        )
+    try:
+        yield server
+    finally:
+        server.process.stop()
+
+
 def tenant_secret(tenant: Tenant) -> vault.TenantSecret | None:
     """What Vault holds for the tenant now."""
     return vault.read_secret(tokens.secret_ref(QontakCredential.objects.get(tenant=tenant)))
@@ -179,6 +211,19 @@ class PrivateRedis:
 
     def publish_change(self) -> None:
         redis.Redis.from_url(self.url).publish("changes", b"")
+
+
+@contextmanager
+def private_pooler() -> Iterator[PgBouncer]:
+    """A PgBouncer of one test's own in front of the PostgreSQL test database: a host given its
+    `url` (with DATABASE_POOLER=transaction) loses its database when the test stops it, and
+    finds it again on the same port when the test starts it."""
+    pooler = PgBouncer(_test_database_url())
+    try:
+        pooler.start()
+        yield pooler
+    finally:
+        pooler.remove()
 
 
 @dataclass
@@ -275,6 +320,8 @@ backend hosts
 
 backend every_host
     balance roundrobin
+    stick-table type integer size 100k expire 1m
+    stick on src_port
     http-response set-header X-Served-By %s
 {unchecked}
 

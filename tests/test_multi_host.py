@@ -2,10 +2,13 @@
 spool, as two machines would have) behind Debian's HAProxy, sharing one PostgreSQL, Redis and
 OpenBao. What one host learns (a revoked key, a policy, a rate count, a fresh token, a decided
 approval, a call for the live feed) must hold on the other, whichever host the balancer picks;
-and a host that loses Redis must leave the rotation while the other keeps serving.
+a host that loses Redis or its database must leave the rotation while the other keeps serving;
+and when no host is ready the balancer still sends calls to every host, which serve them from
+their copies.
 
 HAProxy balances round robin and names the host of each answer in its statistics, so each test
-also shows that both hosts answered.
+also shows that both hosts answered. A host's database is cut by stopping a PgBouncer of the
+test's own that stands between it and the shared PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,11 +37,13 @@ from mcp.client.streamable_http import streamable_http_client
 from controlplane.models import Approval
 from controlplane.tenants import PREFIX_LENGTH
 from devtools.devstack import ManagedProcess, start_simulator
+from devtools.pgbouncer import PgBouncer
 from tests.calls import ERAS, audit_barrier, audited_calls, with_mcp
 from tests.servers import (
     ControlPlaneServer,
     LoadBalancer,
     PrivateRedis,
+    private_pooler,
     simulator_account,
     simulator_requests,
     start_control_plane,
@@ -338,3 +344,92 @@ def test_a_host_that_loses_redis_leaves_the_rotation_and_the_other_keeps_serving
         balancer.process.stop()
         lonely.process.stop()
         own_redis.stop()
+
+
+def _readiness(host: ControlPlaneServer) -> tuple[int, dict[str, bool]]:
+    """/readyz's status code, and whether each of its checks passed (the test asks from
+    loopback, which may read them)."""
+    response = httpx.get(f"{host.url}/readyz", timeout=5)
+    checks = response.json()["checks"]
+    return response.status_code, {name: check["ok"] for name, check in checks.items()}
+
+
+def _pooled_host(
+    stack: ExitStack,
+    log_dir: Path,
+    openbao: ManagedProcess,
+    simulator: ManagedProcess,
+    pooler: PgBouncer,
+) -> ControlPlaneServer:
+    """A host that reaches the database through `pooler` only, stopped when `stack` closes."""
+    host = start_control_plane(
+        log_dir,
+        openbao.url,
+        openbao.extra["token"],
+        simulator.url,
+        DATABASE_URL=pooler.url,
+        DATABASE_POOLER="transaction",
+    )
+    stack.callback(host.process.stop)
+    return host
+
+
+def test_a_host_that_loses_its_database_leaves_the_rotation_and_the_other_keeps_serving(
+    two_hosts, transactional_db, log_dir, openbao, simulator, make_tenant
+):
+    with ExitStack() as stack:
+        pooler = stack.enter_context(private_pooler())
+        lonely = _pooled_host(stack, log_dir, openbao, simulator, pooler)
+        balancer = start_haproxy(log_dir, {"a": two_hosts.a.url, "c": lonely.url})
+        stack.callback(balancer.process.stop)
+        demo = make_tenant("dbloss")
+        before = until_both_answer(balancer.mcp_url, demo.key, {"a", "c"})
+        audited_calls(demo.tenant, len(before))
+
+        pooler.stop()
+        assert httpx.get(f"{lonely.url}/healthz", timeout=5).status_code == 200  # alive
+        assert _readiness(lonely) == (503, {"database": False, "cache": True, "vault": True})
+        balancer.wait_for_status("c", "DOWN")
+        calls = [call(balancer.mcp_url, demo.key, "get_contact", CONTACT) for _ in range(6)]
+        assert [text(done.result) for done in calls if done.result.is_error] == []
+        assert {done.host for done in calls} == {"a"}
+        audited_calls(demo.tenant, len(before) + len(calls), outcome="ok")
+
+        pooler.start()
+        balancer.wait_for_status("c", "UP")
+        assert _readiness(lonely) == (200, {"database": True, "cache": True, "vault": True})
+        until_both_answer(balancer.mcp_url, demo.key, {"a", "c"})  # back in the rotation
+        audit_barrier(two_hosts.a)()
+        audit_barrier(lonely)()
+
+
+def test_when_no_host_is_ready_the_balancer_still_sends_calls_to_every_host(
+    transactional_db, log_dir, openbao, simulator, make_tenant
+):
+    """A shared database outage fails every host's readiness at once; the hosts serve through
+    it from their copies of keys and policies (their audit rows wait in the spool), so the
+    balancer must not answer 503 itself."""
+    with ExitStack() as stack:
+        pooler = stack.enter_context(private_pooler())
+        c = _pooled_host(stack, log_dir, openbao, simulator, pooler)
+        d = _pooled_host(stack, log_dir, openbao, simulator, pooler)
+        balancer = start_haproxy(log_dir, {"c": c.url, "d": d.url})
+        stack.callback(balancer.process.stop)
+        demo = make_tenant("outage")
+        before = until_both_answer(balancer.mcp_url, demo.key, {"c", "d"})
+        audited_calls(demo.tenant, len(before))
+
+        pooler.stop()
+        balancer.wait_for_status("c", "DOWN")
+        balancer.wait_for_status("d", "DOWN")
+        calls = [call(balancer.mcp_url, demo.key, "get_contact", CONTACT) for _ in range(4)]
+        assert [text(done.result) for done in calls if done.result.is_error] == []
+        assert {done.host for done in calls} == {"c", "d"}
+
+        pooler.start()
+        balancer.wait_for_status("c", "UP")
+        balancer.wait_for_status("d", "UP")
+        # The outage's rows waited in each host's spool, and are written now.
+        audited_calls(demo.tenant, len(before) + len(calls), timeout=20, outcome="ok")
+        audit_barrier(c)()
+        audit_barrier(d)()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +15,6 @@ from oauth2_provider.models import AccessToken, Application
 
 from controlplane import people
 from controlplane.models import ToolCall, TrustedClientHost
-from devtools.devstack import ManagedProcess
 from tests import client_documents
 from tests.calls import audited_calls
 from tests.client_documents import DocumentHost
@@ -37,7 +35,7 @@ from tests.oauth_support import (
     tool_names,
     with_oauth_client,
 )
-from tests.servers import ControlPlaneServer, simulator_requests, start_control_plane
+from tests.servers import ControlPlaneServer, dedicated_control_plane, simulator_requests
 
 # The fixtures these tests use, made visible to pytest in this module.
 document_host = client_documents.document_host
@@ -60,24 +58,12 @@ def _statuses(server: ControlPlaneServer, token: str) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def short_lived_tokens(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    log_dir: Path,
-    openbao: ManagedProcess,
-    simulator: ManagedProcess,
-) -> Iterator[ControlPlaneServer]:
+def short_lived_tokens(request: pytest.FixtureRequest) -> Iterator[ControlPlaneServer]:
     """A control plane whose access tokens last ACCESS_TOKEN_SECONDS."""
-    with django_db_blocker.unblock():
-        server = start_control_plane(
-            log_dir,
-            openbao.url,
-            openbao.extra["token"],
-            simulator.url,
-            OAUTH_ACCESS_TOKEN_SECONDS=str(ACCESS_TOKEN_SECONDS),
-        )
-    yield server
-    server.process.stop()
+    with dedicated_control_plane(
+        request, OAUTH_ACCESS_TOKEN_SECONDS=str(ACCESS_TOKEN_SECONDS)
+    ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -27,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from controlplane import tracing
-from devtools.devstack import ManagedProcess, free_port
+from devtools.devstack import free_port
 from tests.calls import (
     ERAS,
     TenantWithKey,
@@ -38,8 +37,8 @@ from tests.calls import (
 )
 from tests.servers import (
     ControlPlaneServer,
+    dedicated_control_plane,
     simulator_requests,
-    start_control_plane,
     tenant_secret,
 )
 
@@ -260,27 +259,17 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="module")
 def traced_control_plane(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    log_dir: Path,
-    openbao: ManagedProcess,
-    simulator: ManagedProcess,
-    otlp_receiver: OtlpReceiver,
+    request: pytest.FixtureRequest, otlp_receiver: OtlpReceiver
 ) -> Iterator[ControlPlaneServer]:
-    with django_db_blocker.unblock():
-        server = start_control_plane(
-            log_dir,
-            openbao.url,
-            openbao.extra["token"],
-            simulator.url,
-            TRACING_ENABLED="true",
-            OTEL_TRACES_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.url,
-            OTEL_SERVICE_NAME="qontak-mcp-under-test",
-            OTEL_BSP_SCHEDULE_DELAY="50",  # milliseconds: export without waiting 5 s
-        )
-    yield server
-    server.process.stop()
+    with dedicated_control_plane(
+        request,
+        TRACING_ENABLED="true",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.url,
+        OTEL_SERVICE_NAME="qontak-mcp-under-test",
+        OTEL_BSP_SCHEDULE_DELAY="50",  # milliseconds: export without waiting 5 s
+    ) as server:
+        yield server
 
 
 def _list_contacts(
