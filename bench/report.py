@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench import hosts_tracing, many_tenants
 from bench.rows import Row
 from bench.stack import ROOT, SERVING
 
@@ -96,7 +97,32 @@ def verdicts(rows: list[Row], facts: dict[str, Any]) -> list[tuple[str, str, boo
     if outcomes:
         ok = outcomes.get("ok", 0) == sum(outcomes.values())
         checks.append(("every audited call succeeded (none limited)", str(outcomes), ok))
+    checks += hosts_tracing.verdicts(facts)
+    checks += many_tenants.verdicts(rows, facts)
     return checks
+
+
+def audit_section(audit: dict[str, Any]) -> list[str]:
+    """The audit-at-scale table (bench/audit_scale.py); "met" is judged on the median."""
+    lines = [
+        f"audit at {audit['rows']:,} rows (database {audit['database']}, anchor "
+        f"{audit['anchor']}, commit {audit['commit']}; median and max of {audit['repeats']} "
+        f"runs, met on the median; {audit.get('cores')} cores, 1-min load average "
+        f"{'/'.join(map(str, audit.get('load_average_1m', [])))} at start/end)",
+        "",
+        "| measure | median ms | max ms | target | met |",
+        "|---|---:|---:|---|:---:|",
+    ]
+    for item in audit["measures"]:
+        mark = "n/a" if item["met"] is None else ("yes" if item["met"] else "NO")
+        error = f" ({item['error']})" if item.get("error") else ""
+        lines.append(
+            f"| {item['measure']}{error} | {_cell(item['median_ms'], '{:,.1f}')} | "
+            f"{_cell(item['max_ms'], '{:,.1f}')} | {item['target']} | {mark} |"
+        )
+    if audit.get("error"):
+        lines += ["", f"audit-scale FAILED: {audit['error']}"]
+    return lines
 
 
 def render(rows: list[Row], facts: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -160,10 +186,14 @@ def render(rows: list[Row], facts: dict[str, Any], meta: dict[str, Any]) -> str:
             f"| worker RSS MiB after 1,000 -> {facts.get('calls_before_final_rss', 0):,} calls | "
             f"{pairs} |"
         )
+    lines += hosts_tracing.counter_lines(facts)
+    lines += many_tenants.counter_lines(facts)
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     for name, value, met in verdicts(rows, facts):
         mark = "n/a" if met is None else ("yes" if met else "NO")
         lines.append(f"| {name} | {value} | {mark} |")
+    if facts.get("audit_scale"):
+        lines += ["", *audit_section(facts["audit_scale"])]
     return "\n".join(lines)
 
 

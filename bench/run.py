@@ -29,9 +29,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import audit_scale, hosts_tracing, many_tenants
 from bench.load_driver import LoadDriver
 from bench.phases import Bench
-from bench.report import render, write_results
+from bench.report import audit_section, render, write_results
 from bench.stack import BARE_APP, CONTROL_APP, ROOT, SERVING, start_stack
 
 
@@ -76,6 +77,30 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="only start the stack, (b) and (c), print how to reach them and wait (profiling)",
     )
+    parser.add_argument(
+        "--many-tenants-only",
+        action="store_true",
+        help="only seed 10,000 tenants and run the many-tenants phase (development)",
+    )
+    parser.add_argument(
+        "--hosts-tracing-only",
+        action="store_true",
+        help="only issue 18's rows: tracing on and off, 2 hosts behind HAProxy (development)",
+    )
+    parser.add_argument(
+        "--audit-scale",
+        action="store_true",
+        help="also time the audit trail's operator paths at --audit-rows rows (PostgreSQL)",
+    )
+    parser.add_argument(
+        "--audit-scale-only",
+        action="store_true",
+        help="development: only the audit-at-scale phase; prints its table, writes no results",
+    )
+    parser.add_argument("--audit-rows", type=int, default=audit_scale.DEFAULT_ROWS)
+    parser.add_argument(
+        "--audit-refill", action="store_true", help="drop the audit-at-scale database, fill anew"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
@@ -84,6 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     database_url = os.environ.get("DATABASE_URL", "")
     redis_url = os.environ.get("REDIS_URL", "")
+    if args.audit_scale or args.audit_scale_only:
+        audit_scale.require_postgres(database_url)
+    if args.audit_scale_only:
+        log_dir = Path(tempfile.mkdtemp(prefix="qmcp-bench-audit-"))
+        audit = audit_scale.run(database_url, args.audit_rows, args.audit_refill, log_dir)
+        print("\n" + "\n".join(audit_section(audit)), flush=True)
+        sys.exit(1 if audit.get("error") else 0)
     driver = LoadDriver(args.loadgen)
     started = datetime.now(UTC)
     log_dir = Path(tempfile.mkdtemp(prefix="qmcp-bench-"))
@@ -96,15 +128,27 @@ def main(argv: list[str] | None = None) -> None:
         if args.hold:
             hold(bench, args.hold)
             return
-        if not args.quick:
-            bench.loadgen_ceiling()
-            bench.simulator_direct()
-        if not args.quick and workers > 1:
-            bench.bare_floor(workers)
-        bench.compare()
-        bench.round_trips()
+        if args.hosts_tracing_only:
+            hosts_tracing.measure(bench)
+        elif args.many_tenants_only:
+            many_tenants.run(bench)
+        else:
+            if not args.quick:
+                bench.loadgen_ceiling()
+                bench.simulator_direct()
+            if not args.quick and workers > 1:
+                bench.bare_floor(workers)
+            bench.compare()
+            bench.round_trips()
+            if not args.quick:
+                hosts_tracing.measure(bench)
+                many_tenants.run(bench)  # last: it leaves 10,000 tenants in the database
     finally:
         stack.close()
+    if args.audit_scale:
+        bench.facts["audit_scale"] = audit_scale.run(
+            database_url, args.audit_rows, args.audit_refill, log_dir
+        )
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
