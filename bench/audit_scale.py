@@ -385,6 +385,74 @@ class Phase:
         self.facts["explain_log"] = str(explain_path)
         self.facts["explain"] = result["explain"]
 
+    def time_index_alternative(self, meta: Meta) -> None:
+        """The migrations' B-tree on created_at against a BRIN index in its place, on the
+        queries the changelist and the dashboard send: built, timed and rolled back, so the
+        reason for the B-tree is measured on every run rather than remembered."""
+        week_ago = meta.anchor - timedelta(days=7)
+        hour_ago = meta.anchor - timedelta(hours=1)
+        queries = (
+            (
+                "newest 100 rows",
+                "SELECT id FROM controlplane_toolcall ORDER BY created_at DESC LIMIT 100",
+                (),
+            ),
+            (
+                "newest 100 of the past 7 days",
+                "SELECT id FROM controlplane_toolcall WHERE created_at >= %s "
+                "ORDER BY created_at DESC LIMIT 100",
+                (week_ago,),
+            ),
+            (
+                "last hour by tenant and outcome",
+                "SELECT tenant_id, outcome, count(*) FROM controlplane_toolcall "
+                "WHERE created_at >= %s GROUP BY 1, 2",
+                (hour_ago,),
+            ),
+        )
+
+        def timed(conn: psycopg.Connection) -> list[float]:
+            samples = []
+            for _, sql, params in queries:
+                started = time.perf_counter()
+                conn.execute(sql, params).fetchall()
+                samples.append((time.perf_counter() - started) * 1000)
+            return samples
+
+        with self.db.connect() as conn:
+            btree = conn.execute(
+                "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+                "WHERE indrelid = %s::regclass AND indnatts = 1 AND pg_get_indexdef(indexrelid) "
+                "LIKE '%%btree (created_at)'",
+                (TABLE,),
+            ).fetchone()
+            if btree is None:
+                log("no B-tree on created_at alone: index alternative not timed")
+                return
+            timed(conn)  # warm the pages both runs read
+            with_btree = timed(conn)
+            started = time.monotonic()
+            conn.execute(
+                "CREATE INDEX bench_brin_time ON controlplane_toolcall USING brin (created_at)"
+            )
+            brin_build_s = time.monotonic() - started
+            row = conn.execute("SELECT pg_relation_size('bench_brin_time')").fetchone()
+            brin_bytes = int(row[0]) if row else 0
+            conn.execute(f'DROP INDEX "{btree[0]}"')
+            with_brin = timed(conn)
+            conn.rollback()
+        log(f"BRIN built in {brin_build_s:.1f} s, {brin_bytes / 1024:,.0f} KiB; rolled back")
+        for (label, _, _), fast, slow in zip(queries, with_btree, with_brin, strict=True):
+            self.add(
+                f"{label}: B-tree on created_at ({btree[1] / 2**20:,.0f} MiB) vs BRIN "
+                f"({brin_bytes / 1024:,.0f} KiB, built {brin_build_s:.0f} s) in its place: "
+                f"{fast:,.1f} vs {slow:,.1f} ms",
+                [fast],
+                "-",
+                None,
+                brin_ms=round(slow, 1),
+            )
+
     def export(self, meta: Meta) -> None:
         """`export_audit` over no row (the command's start-up), one and seven days: wall
         time, rows/s net of the start-up, and peak RSS, which must not grow with the rows."""
@@ -516,6 +584,7 @@ class Phase:
             None,
         )
         self.web(meta)
+        self.time_index_alternative(meta)
         self.export(meta)
         self.prune(meta)
         held = self.count_rows()
