@@ -250,8 +250,10 @@ def test_rotate_tokens_leaves_fresh_tokens_alone_without_force(make_tenant, simu
 def test_two_concurrent_forced_runs_rotate_each_tenant_once(make_tenant, own_simulator):
     simulator = own_simulator
     first, second = make_tenant("rot", qontak=simulator), make_tenant("rot", qontak=simulator)
-    # A slow token endpoint keeps both runs overlapping, as on two hosts started by cron.
-    set_simulator_faults(simulator, latency_ms=1500)
+    # A slow token endpoint keeps both runs overlapping, as on two hosts started by cron: the
+    # second must read the secrets' versions before the first finishes a rotation, and its
+    # start may lag the first's by seconds on a busy 2-core machine (1.5 s was not enough).
+    set_simulator_faults(simulator, latency_ms=4000)
     env_args = ("--force", "--json")
     runs = [
         subprocess.Popen(
