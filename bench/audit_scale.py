@@ -52,9 +52,8 @@ from bench.audit_fill import (
     secondaries,
     vacuum_analyze,
 )
+from bench.stack import PYTHON, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 DEFAULT_ROWS = 20_000_000
 DATABASE = "qmcp_audit_scale"
 SLUG_PREFIX = "scale-"

@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -26,6 +27,24 @@ class Tally:
     status_errors: int = 0
     read_errors: int = 0
     connect_errors: int = 0
+
+    def summary(self, elapsed_s: float) -> dict[str, Any]:
+        """The run's figures in the shape wrk's summary script prints (load_driver reads it)."""
+        values = sorted(self.latencies_us)
+        return {
+            "requests": len(values),
+            "duration_us": int(elapsed_s * 1e6),
+            "connect_errors": self.connect_errors,
+            "read_errors": self.read_errors,
+            "write_errors": 0,
+            "status_errors": self.status_errors,
+            "timeouts": 0,
+            "p50_us": percentile(values, 0.50),
+            "p95_us": percentile(values, 0.95),
+            "p99_us": percentile(values, 0.99),
+            "max_us": values[-1] if values else 0,
+            "mean_us": sum(values) / len(values) if values else 0.0,
+        }
 
 
 def build_request(
@@ -117,21 +136,7 @@ async def run_load(
         *(_client(host, port, request, budget, deadline, tally) for _ in range(connections))
     )
     elapsed = time.perf_counter() - started
-    values = sorted(tally.latencies_us)
-    return {
-        "requests": len(values),
-        "duration_us": int(elapsed * 1e6),
-        "connect_errors": tally.connect_errors,
-        "read_errors": tally.read_errors,
-        "write_errors": 0,
-        "status_errors": tally.status_errors,
-        "timeouts": 0,
-        "p50_us": percentile(values, 0.50),
-        "p95_us": percentile(values, 0.95),
-        "p99_us": percentile(values, 0.99),
-        "max_us": values[-1] if values else 0,
-        "mean_us": sum(values) / len(values) if values else 0.0,
-    }
+    return tally.summary(elapsed)
 
 
 def _event_loop_runner() -> asyncio.Runner:

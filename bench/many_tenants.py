@@ -48,7 +48,7 @@ import httpx
 
 from bench.counters import audit_log_size, vault_reads
 from bench.load_driver import LUA, TOOL_CALL, Request, _summary, mcp_headers
-from bench.loadgen import Tally, _read_response, build_request, percentile
+from bench.loadgen import Tally, _read_response, build_request
 from bench.rows import Row, merge_rounds, row_from
 from bench.stack import CONTROL_APP, PYTHON, ROOT, SERVING, Server, serve
 
@@ -708,21 +708,7 @@ async def drive(
     started = time.perf_counter()
     await asyncio.gather(*(client([0]) for _ in range(connections)))
     elapsed = time.perf_counter() - started
-    values = sorted(tally.latencies_us)
-    return {
-        "requests": len(values),
-        "duration_us": int(elapsed * 1e6),
-        "connect_errors": tally.connect_errors,
-        "read_errors": tally.read_errors,
-        "write_errors": 0,
-        "status_errors": tally.status_errors,
-        "timeouts": 0,
-        "p50_us": percentile(values, 0.50),
-        "p95_us": percentile(values, 0.95),
-        "p99_us": percentile(values, 0.99),
-        "max_us": values[-1] if values else 0,
-        "mean_us": sum(values) / len(values) if values else 0.0,
-    }
+    return tally.summary(elapsed)
 
 
 def main(argv: list[str] | None = None) -> None:
