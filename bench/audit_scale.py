@@ -69,6 +69,8 @@ INSERT_WAIT_TARGET_MS = 1000.0
 EXPORT_RSS_GROWTH = 0.10
 PRUNE_KEEP_DAYS = 88  # prune the oldest ~2 of the 90 days
 PROBE_EVERY_S = 0.05
+WAIT_SAMPLE_EVERY_S = 0.01
+SLOW_INSERT_MS = 100.0
 CHANGELIST = "/admin/controlplane/toolcall/"
 RESULT_MARK = "AUDIT_SCALE_RESULT "
 NOT_POSTGRES = "--audit-scale needs PostgreSQL: set DATABASE_URL=postgres://..."
@@ -501,6 +503,8 @@ class Phase:
         now = datetime.now(UTC)
         days = round((now - (meta.anchor - timedelta(days=PRUNE_KEEP_DAYS))) / timedelta(days=1))
         sizes = {"before prune": self.table_bytes()}
+        with self.db.connect() as conn:
+            checkpoints_before, wal_before = checkpoints(conn), wal_lsn(conn)
         probe = InsertProbe(self.db)
         probe.start()
         time.sleep(1.0)  # a baseline of undisturbed inserts
@@ -509,6 +513,16 @@ class Phase:
         prune_s = time.monotonic() - began
         time.sleep(1.0)
         waits = probe.stop()
+        with self.db.connect() as conn:
+            checkpointed = checkpoints(conn) - checkpoints_before
+            wal_bytes = wal_lsn(conn) - wal_before
+        slow = probe.slow_insert_waits(SLOW_INSERT_MS)
+        log(
+            f"prune: {wal_bytes / 2**20:,.0f} MiB of WAL, {checkpointed} checkpoint(s); "
+            f"{slow['inserts']} inserts over "
+            f"{SLOW_INSERT_MS:.0f} ms, sampled waits: probe {slow['probe']}, "
+            f"checkpointer {slow['checkpointer']}; longest sample {slow['longest_sample_ms']} ms"
+        )
         found = re.search(r"Deleted (\d+)", out)
         deleted = int(found.group(1)) if found else -1
         sizes["after prune"] = self.table_bytes()
@@ -533,6 +547,9 @@ class Phase:
             deleted=deleted,
             prune_s=round(prune_s, 2),
             insert_p99_ms=round(percentile(waits, 0.99), 1),
+            checkpoints=checkpointed,
+            wal_mib=round(wal_bytes / 2**20),
+            slow_insert_waits=slow,
         )
         rate = f", {deleted / refill_s:,.0f} rows/s with every index" if refill_s else ""
         self.add(
@@ -722,30 +739,42 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 class InsertProbe:
     """Another session writing the audit: one INSERT every 50 ms, each one's latency kept.
-    Its rows are dated now, after the anchor, and deleted when it stops."""
+    Its rows are dated now, after the anchor, and deleted when it stops. A second session
+    samples what the probe's backend and the checkpointer wait on, so a slow insert can be
+    explained (lock, WAL flush, I/O) rather than guessed at."""
 
     def __init__(self, database: ScaleDatabase):
         self.db = database
         self.waits_ms: list[float] = []
+        self.windows: list[tuple[float, float]] = []  # (began, ended) per insert, monotonic
+        # (asked, answered, probe's wait, checkpointer's): the sampler's own query can stall too
+        self.samples: list[tuple[float, float, str, str]] = []
         self.ids: list[int] = []
+        self.pid: int | None = None
         self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="insert-probe", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._run, name="insert-probe", daemon=True),
+            threading.Thread(target=self._sample, name="wait-sampler", daemon=True),
+        ]
         self.failure: BaseException | None = None
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def _run(self) -> None:
         try:
             with self.db.connect(autocommit=True) as conn:
                 tenant = conn.execute(
-                    "SELECT id FROM controlplane_tenant WHERE slug LIKE %s ORDER BY slug LIMIT 1",
+                    "SELECT id, pg_backend_pid() FROM controlplane_tenant WHERE slug LIKE %s "
+                    "ORDER BY slug LIMIT 1",
                     (SLUG_PREFIX + "%",),
                 ).fetchone()
                 assert tenant is not None
+                self.pid = int(tenant[1])
                 tick = time.monotonic()
                 while not self.halt.is_set():
-                    began = time.perf_counter()
+                    began = time.monotonic()
                     row = conn.execute(
                         "INSERT INTO controlplane_toolcall (created_at, tenant_id, key_prefix, "
                         "tool, arguments, arguments_digest, outcome, upstream_status, latency_ms, "
@@ -759,7 +788,9 @@ class InsertProbe:
                             secrets.token_hex(16),
                         ),
                     ).fetchone()
-                    self.waits_ms.append((time.perf_counter() - began) * 1000)
+                    ended = time.monotonic()
+                    self.waits_ms.append((ended - began) * 1000)
+                    self.windows.append((began, ended))
                     if row:
                         self.ids.append(int(row[0]))
                     tick += PROBE_EVERY_S
@@ -768,12 +799,76 @@ class InsertProbe:
         except BaseException as exc:
             self.failure = exc
 
+    def _sample(self) -> None:
+        try:
+            with self.db.connect(autocommit=True) as conn:
+                while not self.halt.is_set():
+                    if self.pid is not None:
+                        asked = time.monotonic()
+                        rows = conn.execute(
+                            "SELECT pid = %s, state, wait_event_type, wait_event "
+                            "FROM pg_stat_activity "
+                            "WHERE pid = %s OR backend_type = 'checkpointer'",
+                            (self.pid, self.pid),
+                        ).fetchall()
+                        probe = checkpointer = "-"
+                        for is_probe, state, kind, event in rows:
+                            what = f"{kind}:{event}" if event else "on CPU"
+                            if is_probe:
+                                probe = what if state == "active" else f"({state})"
+                            else:
+                                checkpointer = what
+                        self.samples.append((asked, time.monotonic(), probe, checkpointer))
+                    self.halt.wait(WAIT_SAMPLE_EVERY_S)
+        except BaseException as exc:
+            self.failure = exc
+
     def stop(self) -> list[float]:
         self.halt.set()
-        self.thread.join()
+        for thread in self.threads:
+            thread.join()
         if self.failure is not None:
             raise RuntimeError(f"the insert probe failed: {self.failure}") from self.failure
         return self.waits_ms
+
+    def slow_insert_waits(self, over_ms: float) -> dict[str, Any]:
+        """For inserts slower than `over_ms`: how often each wait was sampled on the probe's
+        backend and on the checkpointer while they ran."""
+        probe: dict[str, int] = {}
+        checkpointer: dict[str, int] = {}
+        slow = [(b, e) for b, e in self.windows if (e - b) * 1000 > over_ms]
+        for asked, answered, on_probe, on_checkpointer in self.samples:
+            if any(asked <= e and answered >= b for b, e in slow):
+                probe[on_probe] = probe.get(on_probe, 0) + 1
+                checkpointer[on_checkpointer] = checkpointer.get(on_checkpointer, 0) + 1
+        by_count = lambda seen: dict(sorted(seen.items(), key=lambda kv: -kv[1]))  # noqa: E731
+        return {
+            "over_ms": over_ms,
+            "inserts": len(slow),
+            "probe": by_count(probe),
+            "checkpointer": by_count(checkpointer),
+            "longest_sample_ms": round(
+                max(((a2 - a1) * 1000 for a1, a2, _, _ in self.samples), default=0.0), 1
+            ),
+        }
+
+
+def wal_lsn(conn: psycopg.Connection) -> int:
+    """Where the server's write-ahead log is now, in bytes since it began."""
+    row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
+
+
+def checkpoints(conn: psycopg.Connection) -> int:
+    """Checkpoints the server has run so far (the view moved in PostgreSQL 17)."""
+    version = conn.info.server_version
+    sql = (
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+        if version >= 170000
+        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    )
+    row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 # -- the child processes: Django configured for the scale database -----------------------
