@@ -411,6 +411,9 @@ def tool_calls_search(queryset: QuerySet[ToolCall], terms: str) -> QuerySet[Tool
 
 
 PRUNE_BATCH = 5000
+# Autovacuum's own throttle: an unthrottled VACUUM of a large audit table writes its WAL so
+# fast that concurrent audit inserts queue behind the flushes (bench/audit_scale.py).
+PRUNE_VACUUM_COST_DELAY = "2ms"
 
 
 def tool_calls_prune(
@@ -420,9 +423,9 @@ def tool_calls_prune(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete rows created before `before`, oldest first, PRUNE_BATCH rows per statement (each
-    its own short transaction, locking only those rows), then VACUUM on PostgreSQL so the
-    space goes to new rows instead of the table growing. Returns the count; `progress` is
-    called with the running count after each batch."""
+    its own short transaction, locking only those rows), then VACUUM on PostgreSQL, paced like
+    autovacuum, so the space goes to new rows instead of the table growing. Returns the count;
+    `progress` is called with the running count after each batch."""
     old = ToolCall.objects.filter(created_at__lt=before)
     if dry_run:
         return old.count()
@@ -434,5 +437,9 @@ def tool_calls_prune(
     # VACUUM cannot run in a transaction: a caller inside one (a test) vacuums nothing.
     if deleted and connection.vendor == "postgresql" and not connection.in_atomic_block:
         with connection.cursor() as cursor:
+            # Behind a transaction pooler the three may reach different server sessions: the
+            # VACUUM then runs unpaced, and the setting only paces that session's VACUUMs.
+            cursor.execute(f"SET vacuum_cost_delay = '{PRUNE_VACUUM_COST_DELAY}'")
             cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(ToolCall._meta.db_table)}")
+            cursor.execute("RESET vacuum_cost_delay")
     return deleted

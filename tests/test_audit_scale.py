@@ -177,6 +177,30 @@ def test_prune_deletes_oldest_first_in_batches_and_reports_progress(monkeypatch)
     assert len(deletes) == 3  # 2 + 2 + 1 rows, each its own short statement
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="VACUUM is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_prune_vacuums_the_table_paced_like_autovacuum():
+    """An unpaced VACUUM of a large table made concurrent audit inserts wait over a second."""
+    acme = tenant_create(slug="acme")
+    now = timezone.now()
+    for age in (100, 101, 5):
+        _call(acme, created_at=now - timedelta(days=age), request_id=f"age{age}")
+    with CaptureQueriesContext(connection) as queries:
+        call_command("prune_audit", stdout=io.StringIO(), stderr=io.StringIO())
+    sent = [q["sql"] for q in queries if "vacuum" in q["sql"].lower()]
+    assert sent == [
+        f"SET vacuum_cost_delay = '{audit.PRUNE_VACUUM_COST_DELAY}'",
+        'VACUUM (ANALYZE) "controlplane_toolcall"',
+        "RESET vacuum_cost_delay",
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_live_tup, last_vacuum IS NOT NULL FROM pg_stat_user_tables "
+            "WHERE relname = 'controlplane_toolcall'"
+        )
+        assert cursor.fetchone() == (1, True)
+
+
 @pytest.mark.django_db
 def test_with_many_tenants_the_audit_list_filters_by_a_typed_short_name(operator, monkeypatch):
     from controlplane.admin.tool_calls import TenantFilter
