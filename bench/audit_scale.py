@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -834,19 +835,13 @@ class InsertProbe:
     def slow_insert_waits(self, over_ms: float) -> dict[str, Any]:
         """For inserts slower than `over_ms`: how often each wait was sampled on the probe's
         backend and on the checkpointer while they ran."""
-        probe: dict[str, int] = {}
-        checkpointer: dict[str, int] = {}
         slow = [(b, e) for b, e in self.windows if (e - b) * 1000 > over_ms]
-        for asked, answered, on_probe, on_checkpointer in self.samples:
-            if any(asked <= e and answered >= b for b, e in slow):
-                probe[on_probe] = probe.get(on_probe, 0) + 1
-                checkpointer[on_checkpointer] = checkpointer.get(on_checkpointer, 0) + 1
-        by_count = lambda seen: dict(sorted(seen.items(), key=lambda kv: -kv[1]))  # noqa: E731
+        during = [s for s in self.samples if any(s[0] <= e and s[1] >= b for b, e in slow)]
         return {
             "over_ms": over_ms,
             "inserts": len(slow),
-            "probe": by_count(probe),
-            "checkpointer": by_count(checkpointer),
+            "probe": dict(Counter(s[2] for s in during).most_common()),
+            "checkpointer": dict(Counter(s[3] for s in during).most_common()),
             "longest_sample_ms": round(
                 max(((a2 - a1) * 1000 for a1, a2, _, _ in self.samples), default=0.0), 1
             ),
