@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from bench.counters import audit_log_size, vault_reads
+from bench.counters import audit_log_size, redis_counters, vault_reads
 from bench.load_driver import LUA, TOOL_CALL, Request, _summary, mcp_headers
 from bench.loadgen import Tally, _read_response, build_request
 from bench.rows import Row, merge_rounds, row_from
@@ -234,16 +234,21 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
     files["many"] = _keys_file(bench, "many", many)
     per_round = bench.args.duration / bench.args.rounds
     copy_life = float(facts["copy_life_s"])
-    warmed_at = 0.0
+    warmed_at = copied_by = 0.0
     facts["rewarms"] = -1
 
     def warm() -> None:
         # Copies warmed together age out together, and a round that meets that moment
         # re-reads on most of its calls; a steady load spreads those re-reads out. So the
-        # keys are warmed again before a round would outlive the copies.
-        nonlocal warmed_at
+        # keys are warmed again before a round would outlive the copies, once the copies have
+        # aged out: a call on a live copy does not read it again, and would leave it to age
+        # out in the next round.
+        nonlocal warmed_at, copied_by
+        if copied_by:
+            time.sleep(max(0.0, copied_by + copy_life + 0.5 - time.monotonic()))
         warmed_at = time.monotonic()
         facts["warm_connections_per_worker"] = _warm_keys(bench, server, many)
+        copied_by = time.monotonic()
         _timed(bench, url, files["many"], bench.args.warmup)
         facts["rewarms"] += 1
 
@@ -255,8 +260,15 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
             if name == "many" and time.monotonic() + per_round > warmed_at + copy_life - 1:
                 warm()
             meter = bench.foreign.start()
+            before = _round_trips(stack)
             summary = _timed(bench, url, path, per_round)
             summary["foreign_cpu_pct"] = bench.foreign.stop(meter)
+            summary.update(_per_call(before, _round_trips(stack), int(summary["requests"])))
+            print(
+                f"  {name} round: p50 {summary['p50_us'] / 1000:.2f} ms, "
+                + ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if k.endswith("_per_call")),
+                flush=True,
+            )
             rounds[name].append(summary)
     reads, _ = vault_reads(stack.audit_log, stack.secret_path, offset)
     facts["rss_kib_after_warm"] = server.worker_rss_kib()
@@ -277,6 +289,7 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
     facts["copy_rereads_per_call"] = len(many) / (row.calls_per_s * facts["copy_life_s"])
     facts["one_tenant_paired"] = asdict(reference)
     facts["vault_reads_in_warm_rounds"] = reads
+    facts["per_call_in_warm_rounds"] = {name: _mean_per_call(rounds[name]) for name in rounds}
     compared = [
         r
         for r in bench.rows
@@ -285,6 +298,27 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
     ]
     if compared:
         facts["compare_one_tenant_p50_ms"] = compared[0].p50_ms
+
+
+def _round_trips(stack: Stack) -> dict[str, int]:
+    """Redis commands and database transactions served so far, server-wide."""
+    counts = dict(stack.database.server_counters() or {})
+    redis = redis_counters(stack.redis_url)
+    if redis is not None:
+        counts["redis_commands"] = redis["commands"]
+    return counts
+
+
+def _per_call(before: dict[str, int], after: dict[str, int], calls: int) -> dict[str, float]:
+    """What a round cost per call (PostgreSQL reports its counters up to a second late)."""
+    return {f"{name}_per_call": (after[name] - before[name]) / max(calls, 1) for name in before}
+
+
+def _mean_per_call(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """The rounds' per-call counters, weighted by their calls."""
+    calls = sum(int(r["requests"]) for r in rounds)
+    names = [k for k in rounds[0] if k.endswith("_per_call")] if rounds else []
+    return {k: sum(r[k] * int(r["requests"]) for r in rounds) / max(calls, 1) for k in names}
 
 
 def memory(bench: Bench, server: Server, keys: list[list[str]], facts: dict[str, Any]) -> None:
@@ -448,6 +482,21 @@ def counter_lines(facts: dict[str, Any]) -> list[str]:
             f"{paired['p50_ms']:.2f} ms"
             + (f", in the (c) row above {compare:.2f} ms" if compare else "")
             + f"; Vault reads meanwhile {many['vault_reads_in_warm_rounds']} |"
+        )
+    costs = many.get("per_call_in_warm_rounds")
+    if costs and costs.get("many"):
+
+        def cost(name: str) -> str:
+            per = costs[name]
+            return " / ".join(
+                f"{per[k]:.2f}"
+                for k in ("transactions_per_call", "redis_commands_per_call")
+                if k in per
+            )
+
+        lines.append(
+            "| 10,000 tenants: per call in those rounds, DB transactions / Redis commands "
+            f"(one tenant's rounds) | {cost('many')} ({cost('one')}) |"
         )
     cold = many.get("cold_first_call_ms")
     if cold:
