@@ -6,6 +6,8 @@ every message that makes the client wait for the server is one round trip. That 
 packet (or SSL/GSS request), a password message, a simple Query ('Q'), or a Sync ('S') closing
 an extended-protocol batch (Parse/Bind/Describe/Execute travel together with their Sync).
 Connections opened are counted too: with CONN_MAX_AGE=0 each one costs a backend fork.
+Reads are the statements (simple Query or Parse) that begin with SELECT: a warm call should
+send none, whatever the audit writer's batches add to the round trips.
 
 The proxy is only in the path during the bench's counting phase, never while latency and
 throughput are measured.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 WAITING_TYPES = frozenset(b"QSp")
+STATEMENT_TYPES = frozenset(b"QP")
 
 
 @dataclass
@@ -29,9 +32,17 @@ class WireCounts:
     round_trips: int = 0
     queries: int = 0
     syncs: int = 0
+    reads: int = 0
 
     def copy(self) -> WireCounts:
-        return WireCounts(self.connections, self.round_trips, self.queries, self.syncs)
+        return WireCounts(self.connections, self.round_trips, self.queries, self.syncs, self.reads)
+
+
+def _is_read(kind: int, body: bytes | bytearray) -> bool:
+    """A simple Query's text, or a Parse's after its statement name, begins with SELECT."""
+    if kind == ord("P"):
+        body = body[body.find(0) + 1 :]
+    return bytes(body[:64]).lstrip(b" \t\r\n(").upper().startswith(b"SELECT")
 
 
 class _ClientStream:
@@ -62,6 +73,8 @@ class _ClientStream:
             (length,) = struct.unpack("!I", self.buffer[1:5])
             if len(self.buffer) < 1 + length:
                 return
+            if kind in STATEMENT_TYPES and _is_read(kind, self.buffer[5 : 1 + length]):
+                self.counts.reads += 1
             del self.buffer[: 1 + length]
             if kind in WAITING_TYPES:
                 self.counts.round_trips += 1

@@ -357,6 +357,8 @@ class Bench:
         self.facts["db_round_trips_per_oauth_call"] = (
             oauth_after.round_trips - oauth_before.round_trips
         ) / calls
+        self.facts["db_reads_per_call"] = (after.reads - before.reads) / calls
+        self.facts["db_reads_per_oauth_call"] = (oauth_after.reads - oauth_before.reads) / calls
         self.facts["db_wire_counting_calls"] = summary["requests"]
         self.facts["db_round_trips_per_call"] = (after.round_trips - before.round_trips) / calls
         self.facts["db_connections_per_call"] = (after.connections - before.connections) / calls
