@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -177,12 +178,18 @@ def test_a_code_exchanged_with_the_wrong_pkce_verifier_gets_no_token(
 
 
 @pytest.mark.parametrize(
-    "pkce",
-    [{"code_challenge": None, "code_challenge_method": None}, {"code_challenge_method": "plain"}],
-    ids=["none", "plain"],
+    ("pkce", "says"),
+    [
+        ({"code_challenge": None, "code_challenge_method": None}, "Code challenge required"),
+        ({"code_challenge_method": "plain"}, '"S256"'),
+        ({"code_challenge_method": None}, '"S256"'),  # no method means plain (RFC 7636)
+        ({"code_challenge": ""}, "43-character"),
+        ({"code_challenge": "not-a-sha256-digest"}, "43-character"),
+    ],
+    ids=["none", "plain", "method-missing", "empty", "not-a-digest"],
 )
-def test_an_authorization_without_s256_pkce_gets_no_code(
-    control_plane: Any, member: tuple[Any, Person], pkce: dict[str, Any]
+def test_an_authorization_without_s256_pkce_is_sent_back_before_the_consent_page(
+    control_plane: Any, member: tuple[Any, Person], pkce: dict[str, Any], says: str
 ) -> None:
     _, person = member
     client = registered_client(control_plane.url)
@@ -190,9 +197,13 @@ def test_an_authorization_without_s256_pkce_gets_no_code(
     location = person.authorize(
         client.authorization_url(challenge=challenge, scope="crm.read", **pkce)
     )
+    assert not person.consent_pages  # nobody is asked to consent to what cannot work
     assert location.startswith(REDIRECT_URI)
-    assert "error=invalid_request" in location
-    assert code_result(location).code == ""
+    answer = parse_qs(urlsplit(location).query)
+    assert answer["error"] == ["invalid_request"]
+    assert says in answer["error_description"][0]
+    assert (answer["state"], answer["iss"]) == (["s-1"], [control_plane.url])
+    assert "code" not in answer
 
 
 def test_a_redirect_uri_the_client_did_not_register_is_never_used(

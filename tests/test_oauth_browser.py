@@ -182,5 +182,6 @@ def test_a_person_who_mistypes_the_password_and_then_denies_shares_nothing(
     assert location.startswith(REDIRECT_URI + "?")
     answer = parse_qs(urlsplit(location).query)
     assert (answer["error"], answer["state"]) == (["access_denied"], [state])
+    assert answer["iss"] == [cimd_control_plane.url]  # RFC 9207, on a refusal as on a code
     assert "code" not in answer
     assert not OAuthConnection.objects.exists()

@@ -6,6 +6,7 @@ which every rotated token keeps."""
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -24,6 +25,8 @@ from controlplane.people import ACCESS_TOKEN_SCHEME, REFRESH_TOKEN_SCHEME
 # Set while a refresh token is rotated: the access token it replaces is deleted, but no worker
 # needs telling (the client has the new one, and no copy outlives MAX_AGE_SECONDS).
 _rotating: ContextVar[bool] = ContextVar("oauth_rotating", default=False)
+# RFC 7636: an S256 challenge is the unpadded base64url of a SHA-256 digest, 43 characters.
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def new_access_token(request: Request) -> str:
@@ -60,6 +63,27 @@ def _connection_usable(connection: OAuthConnection | None) -> bool:
 
 
 class ConnectionValidator(OAuth2Validator):
+    def is_pkce_required(self, client_id: str, request: Request) -> bool:
+        """Also checks the authorization request's challenge: oauthlib asks this before the
+        consent page, so a challenge the token exchange would refuse ("plain", the default
+        when no method is named, or one that is not an S256 digest) is sent back to the
+        client at once rather than after the person has consented."""
+        challenge = request.code_challenge
+        if challenge is not None and getattr(request, "response_type", None):
+            if (request.code_challenge_method or "plain") != "S256":
+                raise errors.InvalidRequestError(
+                    description='code_challenge_method must be "S256"; "plain" is not accepted',
+                    request=request,
+                )
+            if not S256_CHALLENGE.fullmatch(challenge):
+                raise errors.InvalidRequestError(
+                    description="code_challenge must be the 43-character unpadded base64url "
+                    "SHA-256 of the code_verifier (RFC 7636)",
+                    request=request,
+                )
+        required: bool = super().is_pkce_required(client_id, request)
+        return required
+
     def _load_application(self, client_id: str, request: Request) -> AbstractApplication | None:
         """A client an operator disabled cannot be authorized or get tokens."""
         application = super()._load_application(client_id, request)

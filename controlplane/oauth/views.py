@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django import forms
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 from oauth2_provider.forms import AllowForm
 from oauth2_provider.models import get_application_model
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import AuthorizationView
 from oauth2_provider.views.dynamic_client_registration import DynamicClientRegistrationView
 from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
@@ -134,6 +135,17 @@ class ConsentView(AuthorizationView):
         )
         return _allow_redirect_to(self.render_to_response(context), redirect_uri)
 
+    def error_response(self, error: Any, application: Any, **kwargs: Any) -> HttpResponse:
+        """An error sent back to the client (the person denied, or the request was wrong)
+        names the issuer too, as a code does (RFC 9207): a client talking to several
+        authorization servers can tell which one answered."""
+        response: HttpResponse = super().error_response(error, application, **kwargs)
+        location = response.get("Location")
+        if location:
+            issuer = oauth2_settings.oauth2_authorization_server_issuer(self.request)
+            response["Location"] = _with_issuer(location, issuer)
+        return response
+
     def create_authorization_response(
         self, request: HttpRequest, scopes: str, credentials: dict[str, Any], allow: bool
     ) -> Any:
@@ -141,6 +153,13 @@ class ConsentView(AuthorizationView):
         records the consent with the authorization code."""
         credentials["membership_id"] = self._membership_id
         return super().create_authorization_response(request, scopes, credentials, allow)
+
+
+def _with_issuer(location: str, issuer: str) -> str:
+    """`location` with `iss` set to `issuer` in its query (one, replacing any other)."""
+    parts = urlsplit(location)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "iss"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("iss", issuer)])))
 
 
 def _verified_host(application: Any, redirect_uri: str) -> str:
