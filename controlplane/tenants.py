@@ -21,7 +21,7 @@ from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Case, DateTimeField, QuerySet, Value, When
 from django.utils import timezone
 
 from controlplane import config_version, vault
@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 API_KEY_SCHEME = "qmcp_"
 PREFIX_LENGTH = len(API_KEY_SCHEME) + 8
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
+# A worker's due last_used_at stamps wait this long and are written together, in one statement
+# per USES_PER_WRITE keys on one connection: a worker serving thousands of keys would otherwise
+# open a database connection per key and minute.
+USES_WRITE_DELAY_SECONDS = 5.0
+USES_PER_WRITE = 1000
 KEY_BODY_LENGTH = 43  # secrets.token_urlsafe(32)
 KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 FAILED_AUTH_WINDOW_SECONDS = 60.0
@@ -285,31 +290,61 @@ def _record_use(api_key_id: int, when: datetime) -> None:
     ApiKey.objects.filter(pk=api_key_id).update(last_used_at=when)
 
 
-def _record_use_and_disconnect(api_key_id: int, when: datetime) -> None:
+def _record_uses(uses: dict[int, datetime]) -> None:
+    """Each key's own time, USES_PER_WRITE keys per UPDATE."""
+    ids = list(uses)
+    for start in range(0, len(ids), USES_PER_WRITE):
+        chunk = ids[start : start + USES_PER_WRITE]
+        stamps = [When(pk=pk, then=Value(uses[pk])) for pk in chunk]
+        ApiKey.objects.filter(pk__in=chunk).update(
+            last_used_at=Case(*stamps, output_field=DateTimeField())
+        )
+
+
+def _record_uses_and_disconnect(uses: dict[int, datetime]) -> None:
     """The background write, on a pool thread that keeps no idle connection."""
     try:
-        _record_use(api_key_id, when)
+        _record_uses(uses)
     finally:
         connection.close()
 
 
 # This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
 _known_keys: VersionedCache[str, ApiKey] = VersionedCache()
-# Background writes of last_used_at, kept referenced until they finish.
+# Stamps due a write, by key id, and the task that writes them (kept referenced until done).
+_due_uses: dict[int, datetime] = {}
 _bookkeeping: set[asyncio.Task[None]] = set()
+_uses_writer: asyncio.Task[None] | None = None
 
 
-async def _record_use_in_background(api_key: ApiKey) -> None:
-    """Best effort: a database that is down loses a last_used_at stamp, never a call."""
+def _note_use(api_key: ApiKey) -> None:
+    """Stamp this worker's copy now (it is not due again for a while) and queue the write."""
+    global _uses_writer
     now = timezone.now()
-    api_key.last_used_at = now  # this worker's copy is not due again for a while
-    try:
-        await sync_to_async(_record_use_and_disconnect, thread_sensitive=False)(api_key.pk, now)
-    except DatabaseError:
-        logger.info(
-            "last use of an API key not recorded: database unavailable",
-            extra={"event": "key_use_unrecorded", "key_prefix": api_key.prefix},
-        )
+    api_key.last_used_at = now
+    _due_uses[api_key.pk] = now
+    loop = asyncio.get_running_loop()
+    if _uses_writer is None or _uses_writer.done() or _uses_writer.get_loop() is not loop:
+        _uses_writer = loop.create_task(_write_uses_soon())
+        _bookkeeping.add(_uses_writer)
+        _uses_writer.add_done_callback(_bookkeeping.discard)
+
+
+async def _write_uses_soon() -> None:
+    """Until none are due (uses noted during a write go in the next). Best effort: a database
+    that is down loses last_used_at stamps, never a call."""
+    while _due_uses:
+        await asyncio.sleep(USES_WRITE_DELAY_SECONDS)
+        uses = dict(_due_uses)
+        _due_uses.clear()
+        try:
+            await sync_to_async(_record_uses_and_disconnect, thread_sensitive=False)(uses)
+        except DatabaseError:
+            logger.info(
+                "last use of %d API keys not recorded: database unavailable",
+                len(uses),
+                extra={"event": "key_use_unrecorded"},
+            )
 
 
 def _authenticate_request(key: str) -> ApiKey | None:
@@ -377,9 +412,7 @@ async def api_key_for_request(
     known = _known_keys.get(digest, version)
     if known is not None and api_key_usable(known):
         if api_key_use_due(known):
-            task = asyncio.get_running_loop().create_task(_record_use_in_background(known))
-            _bookkeeping.add(task)
-            task.add_done_callback(_bookkeeping.discard)
+            _note_use(known)
         return known
     failed_authentications.check(client_address, version)
     try:

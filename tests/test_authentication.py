@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -94,7 +94,8 @@ def test_a_known_key_is_served_while_the_database_is_down(monkeypatch):
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(tenants, "api_key_authenticate", down)
-    monkeypatch.setattr(tenants, "_record_use", down)
+    monkeypatch.setattr(tenants, "_record_uses", down)
+    monkeypatch.setattr(tenants, "USES_WRITE_DELAY_SECONDS", 0.01)
 
     async def check_and_let_bookkeeping_finish() -> ApiKey | None:
         api_key = await check()
@@ -102,6 +103,38 @@ def test_a_known_key_is_served_while_the_database_is_down(monkeypatch):
         return api_key
 
     assert asyncio.run(check_and_let_bookkeeping_finish()) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_due_last_use_stamps_of_many_keys_are_written_together(monkeypatch):
+    monkeypatch.setattr(tenants, "USES_WRITE_DELAY_SECONDS", 0.05)
+    tenant = tenants.tenant_create(slug="busy-keys")
+    issued = [tenants.api_key_issue(tenant=tenant) for _ in range(3)]
+    writes: list[set[int]] = []
+    record = tenants._record_uses
+
+    def counted(uses: dict[int, datetime]) -> None:
+        writes.append(set(uses))
+        record(uses)
+
+    monkeypatch.setattr(tenants, "_record_uses", counted)
+
+    async def calls() -> datetime:
+        for key in issued:
+            known = await tenants.api_key_for_request(key=key.key, version="v1")
+            assert known is not None
+            known.last_used_at = timezone.now() - timedelta(minutes=5)  # its use is due a write
+        used_from = timezone.now()
+        for key in issued:
+            assert await tenants.api_key_for_request(key=key.key, version="v1") is not None
+        await asyncio.gather(*tenants._bookkeeping)
+        return used_from
+
+    used_from = asyncio.run(calls())
+    assert writes == [{key.api_key.pk for key in issued}]  # one write, not one per key
+    for key in issued:
+        stamped = ApiKey.objects.get(pk=key.api_key.pk).last_used_at
+        assert stamped is not None and stamped >= used_from
 
 
 # Rotating API_KEY_PEPPER (issue 13, item 11).
