@@ -260,10 +260,10 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
             if name == "many" and time.monotonic() + per_round > warmed_at + copy_life - 1:
                 warm()
             meter = bench.foreign.start()
-            before = _round_trips(stack)
+            before = _server_counts(stack)
             summary = _timed(bench, url, path, per_round)
             summary["foreign_cpu_pct"] = bench.foreign.stop(meter)
-            summary.update(_per_call(before, _round_trips(stack), int(summary["requests"])))
+            summary.update(_per_call(before, _server_counts(stack), int(summary["requests"])))
             print(
                 f"  {name} round: p50 {summary['p50_us'] / 1000:.2f} ms, "
                 + ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if k.endswith("_per_call")),
@@ -300,7 +300,7 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
         facts["compare_one_tenant_p50_ms"] = compared[0].p50_ms
 
 
-def _round_trips(stack: Stack) -> dict[str, int]:
+def _server_counts(stack: Stack) -> dict[str, int]:
     """Redis commands and database transactions served so far, server-wide."""
     counts = dict(stack.database.server_counters() or {})
     redis = redis_counters(stack.redis_url)

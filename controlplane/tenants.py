@@ -311,9 +311,8 @@ def _record_uses_and_disconnect(uses: dict[int, datetime]) -> None:
 
 # This worker's copies of the keys it has seen, by digest (see controlplane.config_version).
 _known_keys: VersionedCache[str, ApiKey] = VersionedCache()
-# Stamps due a write, by key id, and the task that writes them (kept referenced until done).
+# Stamps due a write, by key id, and the task that writes them (referenced here until done).
 _due_uses: dict[int, datetime] = {}
-_bookkeeping: set[asyncio.Task[None]] = set()
 _uses_writer: asyncio.Task[None] | None = None
 
 
@@ -326,8 +325,6 @@ def _note_use(api_key: ApiKey) -> None:
     loop = asyncio.get_running_loop()
     if _uses_writer is None or _uses_writer.done() or _uses_writer.get_loop() is not loop:
         _uses_writer = loop.create_task(_write_uses_soon())
-        _bookkeeping.add(_uses_writer)
-        _uses_writer.add_done_callback(_bookkeeping.discard)
 
 
 async def _write_uses_soon() -> None:
