@@ -263,7 +263,8 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
 
     The key is looked up under API_KEY_PEPPER and every API_KEY_OLD_PEPPERS in one query; one
     found under an old pepper is re-keyed to the current pepper in place, so a rotation
-    completes as keys are used."""
+    completes as keys are used. Its last use is the caller's to record (api_key_for_request
+    queues it), so a key's first call waits on one read, not on a write's commit too."""
     if not _well_formed(key):
         return None
     old_peppers = [pepper for pepper in settings.API_KEY_OLD_PEPPERS if pepper]
@@ -280,14 +281,7 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         api_key.digest, api_key.pepper_id = current_digest, current_pepper_id
     if not api_key_usable(api_key):
         return None
-    if api_key_use_due(api_key):
-        _record_use(api_key.pk, timezone.now())
-        api_key.last_used_at = timezone.now()
     return api_key
-
-
-def _record_use(api_key_id: int, when: datetime) -> None:
-    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=when)
 
 
 def _record_uses(uses: dict[int, datetime]) -> None:
@@ -400,7 +394,7 @@ async def api_key_for_request(
     *, key: str, version: str | None, client_address: str = ""
 ) -> ApiKey | None:
     """The usable key for `key`: this worker's copy when it belongs to `version` (no I/O),
-    else the database in a thread. A copy's last use is recorded in the background, and a copy
+    else the database in a thread. A key's last use is recorded in the background, and a copy
     past its age is still used when the database cannot be reached, so a worker that follows
     configuration changes keeps serving known keys while the database is down. Raises
     TooManyFailedAuthentications, or DatabaseError when the database is needed and cannot be
@@ -425,4 +419,6 @@ async def api_key_for_request(
         failed_authentications.record(client_address, version)
     else:
         _known_keys.put(digest, version, api_key)
+        if api_key_use_due(api_key):
+            _note_use(api_key)
     return api_key
