@@ -18,8 +18,8 @@ stays bounded, and a cold worker serves its first call in under a second. `run` 
   the figure the target is checked on. A worker's copy of a key or policy lives
   config_version.MAX_AGE_SECONDS (30 s) and is read again after it; a warm call is one whose
   copies are live, so N is as many tenants as come back REUSES_PER_COPY times in that life at
-  the one-tenant rate (100..1,000), and the keys are warmed again before a round would outlive
-  the copies made together.
+  the one-tenant rate (100..1,000), and the keys are warmed again before a pair of rounds
+  would outlive the copies made together.
 - Cold worker: a new 1-worker server, ready on /readyz as a balancer would see it, then its
   first tools/call with a key never used, of a tenant no process has served (Vault read,
   database reads and the token included); COLD_STARTS fresh processes, the worst counts.
@@ -71,6 +71,11 @@ REUSES_PER_COPY = 20
 # one round to the next (5.4-7.7 ms over one tenant's rounds of one run), so the row is set
 # against the one-tenant round beside it, pair by pair, and the pairs' median change decides.
 PAIRED_ROUNDS_FACTOR = 3
+# A walk's connections open this far apart: a burst lands on whichever worker's accept loop
+# wakes first (often all on one), one at a time they spread over the workers; and the walk is
+# tried again up to WARM_ATTEMPTS times until every worker held one.
+WALK_STAGGER_SECONDS = 0.05
+WARM_ATTEMPTS = 5
 # Tenants no drive ever calls: the cold workers' first calls use their keys.
 COLD_STARTS = 3
 # The memory phase uses key numbers 1..8 (0 is the warm rounds', 9 the cold workers').
@@ -204,7 +209,7 @@ def _warm_keys(bench: Bench, server: Server, keys: list[str]) -> list[list[int]]
     worker held one of them (each tenant's Vault read is then behind every worker)."""
     keys_file = _keys_file(bench, "warm", keys)
     splits: list[list[int]] = []
-    for _ in range(3):
+    for _ in range(WARM_ATTEMPTS):
         timer, seen = _census(server, 2.0)
         summary = _drive(server.url + "/mcp", keys_file, 8, "--walk")
         timer.join()
@@ -247,7 +252,7 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
     def warm() -> None:
         # Copies warmed together age out together, and a round that meets that moment
         # re-reads on most of its calls; a steady load spreads those re-reads out. So the
-        # keys are warmed again before a round would outlive the copies, once the copies have
+        # keys are warmed again before a pair would outlive the copies, once the copies have
         # aged out: a call on a live copy does not read it again, and would leave it to age
         # out in the next round.
         nonlocal warmed_at, copied_by
@@ -263,10 +268,12 @@ def warm_rows(bench: Bench, server: Server, candidates: list[str], facts: dict[s
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in files}
     offset = audit_log_size(stack.audit_log)
     for pair in range(bench.args.rounds * PAIRED_ROUNDS_FACTOR):
+        # Warming loads the machine for a while after it: at a pair's start, so that what
+        # follows a warm falls on the one tenant's round as often as on the many tenants'.
+        if time.monotonic() + 2 * per_round + 1 > warmed_at + copy_life - 1:
+            warm()
         for name in ("one", "many") if pair % 2 == 0 else ("many", "one"):
             path = files[name]
-            if name == "many" and time.monotonic() + per_round > warmed_at + copy_life - 1:
-                warm()
             meter = bench.foreign.start()
             before = _server_counts(stack)
             summary = _timed(bench, url, path, per_round)
@@ -752,7 +759,8 @@ async def drive(
     budget = requests if requests > 0 else 2**62
     deadline = time.monotonic() + duration
 
-    async def client(own: list[int]) -> None:
+    async def client(own: list[int], start_after: float) -> None:
+        await asyncio.sleep(start_after)
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError:
@@ -778,7 +786,8 @@ async def drive(
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client([0]) for _ in range(connections)))
+    stagger = WALK_STAGGER_SECONDS if walk else 0.0
+    await asyncio.gather(*(client([0], n * stagger) for n in range(connections)))
     elapsed = time.perf_counter() - started
     return tally.summary(elapsed)
 
