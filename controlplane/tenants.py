@@ -311,8 +311,11 @@ _uses_writer: asyncio.Task[None] | None = None
 
 
 def _note_use(api_key: ApiKey) -> None:
-    """Stamp this worker's copy now (it is not due again for a while) and queue the write."""
+    """When its last use is due a write: stamp this worker's copy now (it is not due again for
+    a while) and queue the write."""
     global _uses_writer
+    if not api_key_use_due(api_key):
+        return
     now = timezone.now()
     api_key.last_used_at = now
     _due_uses[api_key.pk] = now
@@ -402,8 +405,7 @@ async def api_key_for_request(
     digest = api_key_digest(key)
     known = _known_keys.get(digest, version)
     if known is not None and api_key_usable(known):
-        if api_key_use_due(known):
-            _note_use(known)
+        _note_use(known)
         return known
     failed_authentications.check(client_address, version)
     try:
@@ -419,6 +421,5 @@ async def api_key_for_request(
         failed_authentications.record(client_address, version)
     else:
         _known_keys.put(digest, version, api_key)
-        if api_key_use_due(api_key):
-            _note_use(api_key)
+        _note_use(api_key)
     return api_key
